@@ -1,0 +1,1 @@
+"""Sensors: where observations come from (Prometheus, a pod's /metrics)."""
