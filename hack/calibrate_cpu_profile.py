@@ -45,7 +45,7 @@ def main() -> int:
     args = ap.parse_args()
     budget = args.max_num_batched_tokens or args.max_model_len
     kw = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=budget, max_model_len=args.max_model_len,
-              repeats=args.repeats)
+              repeats=args.repeats, engine_args=DEFAULT_ARGS)
     if args.url:
         profile = fit_profile(Endpoint(args.url.rstrip("/"), args.model), **kw)
     else:

@@ -1,0 +1,158 @@
+"""`warmscale simulate`: replay a trace under one or all policies and print a comparison table.
+
+    warmscale simulate --trace azure-conv --policy all
+    warmscale simulate --trace servegen-m-large --slice 7d:7d12h --policy warmscale,keda --json out.json --plot out.png
+
+`register(subparsers)` adds the subcommand to the `warmscale` CLI (autoscaler/cli.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run", "main", "render_table"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from autoscaler.sim.profile import DEFAULT_PROFILE
+    from autoscaler.sim.traces import TRACE_NAMES
+
+    p = subparsers.add_parser(
+        "simulate", help="replay a trace under autoscaling policies and compare them",
+        description="Replay a request or rate trace on a simulated vLLM fleet under one or more policies. "
+                    f"Trace names: {', '.join(TRACE_NAMES)} (under $WARMSCALE_TRACES_DIR, default "
+                    "../shared/data/traces from the repo root), or a CSV path (FILE::MODEL picks a model "
+                    "of a rate file).")
+    p.add_argument("--trace", required=True, help="trace name or CSV path")
+    p.add_argument("--policy", default="all",
+                   help="policy name, comma-separated names, or 'all' (every registry policy plus the oracle)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="engine profile name or YAML path")
+    p.add_argument("--slice", default=None, metavar="START:END",
+                   help="simulate part of the trace, times on its clock, e.g. 7d:10d (ServeGen days 8-10)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="rate factor; default: the one that makes the peak minute need --peak-replicas")
+    p.add_argument("--peak-replicas", type=float, default=10.0,
+                   help="replicas the busiest minute needs after scaling (default 10)")
+    p.add_argument("--burstiness", type=float, default=1.5,
+                   help="coefficient of variation of inter-arrival times for rate traces (1 = Poisson)")
+    p.add_argument("--gpu-budget", type=int, default=None, help="GPUs available to the fleet (default unlimited)")
+    p.add_argument("--scrape-interval", type=float, default=15.0, help="metric scrape interval, s")
+    p.add_argument("--scrape-lag", type=float, default=0.0, help="extra metric delay, s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the results (with timelines) here")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of demand and replicas per policy here")
+    p.set_defaults(handler=run)
+
+
+def _policies(text: str) -> list[str]:
+    from autoscaler.sim.runner import ALL_POLICIES
+
+    names = ALL_POLICIES() if text.strip() == "all" else [s.strip() for s in text.split(",") if s.strip()]
+    known = ALL_POLICIES()
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"--policy: unknown {', '.join(map(repr, bad))}; expected 'all' or some of {', '.join(known)}")
+    return names
+
+
+def render_table(results, title: str = ""):
+    """A rich Table comparing results; shortfalls below 99 % and GPU-hours vs the oracle shown."""
+    from rich.table import Table
+
+    from autoscaler.sim.results import SLOS
+    from autoscaler.sim.runner import TARGET_ATTAINMENT
+
+    oracle = next((r for r in results if r.policy == "oracle"), None)
+    t = Table(title=title or None, show_lines=False)
+    for col, just in (("policy", "left"), (f"SLO {SLOS[0].key}", "right"), (f"SLO {SLOS[1].key}", "right"),
+                      ("TTFT p50", "right"), ("TTFT p99", "right"), ("GPU-h", "right"), ("x oracle", "right"),
+                      ("cold waits", "right"), ("scale ev.", "right"), ("idle GPU", "right"), ("peak", "right"),
+                      ("dropped", "right")):
+        t.add_column(col, justify=just)
+    for r in results:
+        a = r.slo_attainment[SLOS[0].key]
+        att = f"{a * 100:.2f} %"
+        if a < TARGET_ATTAINMENT:
+            att = f"[red]{att} ({(a - TARGET_ATTAINMENT) * 100:+.2f})[/red]"
+        ratio = f"{r.gpu_hours / oracle.gpu_hours:.2f}" if oracle and oracle.gpu_hours > 0 else "-"
+        t.add_row(r.policy, att, f"{r.slo_attainment[SLOS[1].key] * 100:.2f} %",
+                  _s(r.ttft_p50_s), _s(r.ttft_p99_s), f"{r.gpu_hours:.2f}", ratio, str(r.cold_start_waits),
+                  str(r.scale_events), f"{r.idle_gpu_share * 100:.0f} %", str(r.peak_replicas),
+                  str(sum(r.dropped.values())))
+    return t
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else (f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autoscaler.sim.profile import load_profile
+    from autoscaler.sim.runner import parse_slice, run_policies
+    from autoscaler.sim.simulator import SimConfig
+    from autoscaler.sim.traces import TraceError
+
+    console = Console(stderr=True)
+    try:
+        profile = load_profile(args.profile)
+        start_s, end_s = parse_slice(args.slice)
+        names = _policies(args.policy)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    config = SimConfig(gpu_budget=args.gpu_budget, scrape_interval_s=args.scrape_interval,
+                       scrape_lag_s=args.scrape_lag)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("loading trace", total=1.0)
+
+        def on_start(name, w):
+            bar.update(task, description=f"{name} on {w.name} ({len(w):,} requests)", completed=0)
+
+        def progress(frac):
+            bar.update(task, completed=frac)
+
+        try:
+            w, results = run_policies(args.trace, names, profile, start_s=start_s, end_s=end_s, scale=args.scale,
+                                      peak_replicas=args.peak_replicas, cv=args.burstiness, seed=args.seed,
+                                      config=config, on_start=on_start, progress=progress)
+        except (TraceError, FileNotFoundError, ValueError) as exc:
+            bar.stop()
+            console.print(f"[red]error:[/red] {exc}")
+            return 2
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    title = (f"{w.name}: {len(w):,} requests over {w.duration_s / 3600:.2f} h, rate x{w.scale:.4g}, "
+             f"profile {profile.name}")
+    out.print(render_table(results, title))
+    for note in w.notes:
+        out.print(f"  [dim]{note}[/dim]")
+    speed = sorted(r.requests_per_wall_s for r in results if r.policy != "oracle")
+    if speed:
+        out.print(f"  [dim]simulator speed: {speed[len(speed) // 2]:,.0f} requests per wall-second (median)[/dim]")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"trace": w.name, "scale": w.scale, "profile": profile.name,
+                                         "notes": w.notes, "results": [r.to_dict(timeline=True) for r in results]},
+                                        indent=1))
+    if args.plot:
+        from autoscaler.sim.plot import plot_timelines
+
+        plot_timelines(results, args.plot)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="warmscale")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

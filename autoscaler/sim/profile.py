@@ -1,0 +1,174 @@
+"""Engine profiles: what one simulated replica can do, read from a YAML file with a source per number.
+
+The step-time model is the usual one for a continuous-batching engine with chunked prefill
+(vLLM V1): one scheduler step runs every running sequence's next decode token plus up to
+`max_num_batched_tokens - batch` prompt tokens, and takes
+
+    step_s = step_base_s                       # weights read once per step (memory bound)
+           + step_per_seq_s * batch            # per-sequence work (sampling, small GEMM growth)
+           + step_per_kv_token_s * kv_tokens   # attention reads every cached token of the batch
+           + prefill_tokens / prefill_tokens_per_s
+
+A profile is the one source of truth for a replica's capacity: `to_capacity()` gives the
+`ReplicaCapacity` that policies divide load by, derived from the same numbers the simulator runs.
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["EngineProfile", "EngineParams", "ColdStart", "CpuModel", "load_profile", "PROFILE_NAMES",
+           "DEFAULT_PROFILE"]
+
+DEFAULT_PROFILE = "h100-llama-3.1-8b"
+
+
+class EngineParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_num_seqs: int = Field(gt=0, description="vLLM --max-num-seqs")
+    max_num_batched_tokens: int = Field(gt=0, description="token budget of one scheduler step")
+    max_model_len: int = Field(gt=0, description="longest prompt + output a request may have")
+    kv_cache_tokens: int = Field(gt=0, description="tokens the KV cache holds")
+    prefill_tokens_per_s: float = Field(gt=0)
+    step_base_s: float = Field(ge=0)
+    step_per_seq_s: float = Field(ge=0)
+    step_per_kv_token_s: float = Field(ge=0)
+    # HTTP + API server + engine IPC before a request reaches the scheduler (adds to TTFT)
+    request_overhead_s: float = Field(default=0.0, ge=0)
+
+
+class ColdStart(BaseModel):
+    """A cold start is scheduling + image pull + weight load (size / bandwidth) + engine warm-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduling_s: float = Field(ge=0)
+    image_pull_s: float = Field(ge=0)
+    weights_gb: float = Field(ge=0)
+    loader_gbps: float = Field(gt=0)
+    warmup_s: float = Field(ge=0)
+
+    @property
+    def weight_load_s(self) -> float:
+        return self.weights_gb / self.loader_gbps
+
+    @property
+    def total_s(self) -> float:
+        return self.scheduling_s + self.image_pull_s + self.weight_load_s + self.warmup_s
+
+
+class CpuModel(BaseModel):
+    """CPU use of a GPU-bound vLLM server, in cores, relative to the pod's CPU request.
+
+    The engine's scheduler/busy loop keeps about one core busy whenever the server is up, a
+    little more while it steps; so CPU utilisation is near-constant and says almost nothing
+    about load. This is what the HPA-on-CPU baseline sees.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_cores: float = Field(ge=0, default=0.92)
+    busy_cores: float = Field(ge=0, default=1.0)
+    request_cores: float = Field(gt=0, default=1.0)
+
+    def utilization(self, busy_fraction: float) -> float:
+        b = min(1.0, max(0.0, busy_fraction))
+        return (self.idle_cores + (self.busy_cores - self.idle_cores) * b) / self.request_cores
+
+
+class EngineProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    model: str
+    accelerator: str
+    engine: EngineParams
+    cold_start: ColdStart
+    cpu: CpuModel = CpuModel()
+    gpus_per_replica: int = Field(default=1, gt=0)
+    # Context length (tokens per running sequence) at which `decode_tokens_per_s` is quoted.
+    reference_context_tokens: int = Field(default=1280, gt=0)
+    # The TPOT at which `decode_tokens_per_s` and `sustainable_rate` are computed.
+    reference_tpot_s: float = Field(default=0.1, gt=0)
+    sources: dict[str, str] = Field(default_factory=dict)
+    fit: dict | None = None   # calibration details for fitted profiles (residuals, load levels)
+
+    # ------------------------------------------------------------------ step-time model
+    def step_s(self, batch: int, kv_tokens: float, prefill_tokens: float = 0.0) -> float:
+        e = self.engine
+        return (e.step_base_s + e.step_per_seq_s * batch + e.step_per_kv_token_s * kv_tokens
+                + prefill_tokens / e.prefill_tokens_per_s)
+
+    def decode_tokens_per_s(self, context_tokens: float | None = None, tpot_s: float | None = None) -> float:
+        """Aggregate decode tokens/s at the largest batch whose step time meets `tpot_s`,
+        bounded by max_num_seqs and the KV cache, with `context_tokens` per sequence."""
+        e = self.engine
+        ctx = float(context_tokens or self.reference_context_tokens)
+        tpot = float(tpot_s or self.reference_tpot_s)
+        per = e.step_per_seq_s + e.step_per_kv_token_s * ctx
+        b_tpot = (tpot - e.step_base_s) / per if per > 0 else math.inf
+        b = max(1.0, min(float(e.max_num_seqs), e.kv_cache_tokens / ctx, b_tpot))
+        return b / self.step_s(int(b), b * ctx)
+
+    def sustainable_rate(self, prompt_tokens: float, output_tokens: float, tpot_s: float | None = None,
+                         kv_headroom: float = 0.9) -> float:
+        """Requests/s one replica serves in steady state with mean step time (~TPOT) = `tpot_s`.
+
+        With arrival rate L, every step prefills L*P*s tokens and decodes B = L*O*s sequences
+        (Little's law) holding about P + O/2 tokens each, so
+            s = base + per_seq*L*O*s + per_kv*L*O*s*(P + O/2) + L*P*s/prefill_tps
+        and s = tpot gives L. KV (`kv_headroom` of the cache) and max_num_seqs bound B.
+        """
+        e = self.engine
+        tpot = float(tpot_s or self.reference_tpot_s)
+        p, o = max(0.0, prompt_tokens), max(1.0, output_tokens)
+        ctx = p + o / 2
+        denom = p / e.prefill_tokens_per_s + e.step_per_seq_s * o + e.step_per_kv_token_s * o * ctx
+        lam = (1 - e.step_base_s / tpot) / denom if denom > 0 else math.inf
+        lam = min(lam, e.kv_cache_tokens * kv_headroom / (o * tpot * ctx), e.max_num_seqs / (o * tpot))
+        return max(lam, 1e-9)
+
+    def to_capacity(self):
+        """The policy's view of one replica (autoscaler.policy.capacity.ReplicaCapacity)."""
+        from autoscaler.policy.capacity import ReplicaCapacity
+
+        return ReplicaCapacity(
+            max_num_seqs=self.engine.max_num_seqs,
+            kv_cache_tokens=self.engine.kv_cache_tokens,
+            prefill_tokens_per_s=self.engine.prefill_tokens_per_s,
+            decode_tokens_per_s=self.decode_tokens_per_s(),
+            cold_start_s=self.cold_start.total_s,
+        )
+
+
+def _profiles_dir() -> Path:
+    return Path(str(resources.files("autoscaler.sim").joinpath("profiles")))
+
+
+def PROFILE_NAMES() -> list[str]:  # noqa: N802 - a function so new files show up
+    return sorted(p.stem for p in _profiles_dir().glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path | None = None) -> EngineProfile:
+    """Load a profile by name (a file in autoscaler/sim/profiles/) or by path."""
+    name_or_path = name_or_path or DEFAULT_PROFILE
+    path = Path(name_or_path)
+    if not path.exists():
+        candidate = _profiles_dir() / f"{name_or_path}.yaml"
+        if not candidate.exists():
+            raise FileNotFoundError(f"profile {str(name_or_path)!r}: no such file, and not one of "
+                                    f"{', '.join(PROFILE_NAMES())}")
+        path = candidate
+    with open(path) as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a profile is a YAML mapping, got {type(data).__name__}")
+    try:
+        return EngineProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid profile: {exc}") from exc

@@ -1,0 +1,119 @@
+"""Per-run results: SLO attainment, latency percentiles, GPU-hours, scaling activity.
+
+SLOs (the one definition used by the simulator, the CLI and the benchmark): a request meets an
+SLO when it completed, its TTFT (arrival at the gateway -> first token) is at most `ttft_s`, and
+its mean TPOT ((last token - first token) / (output tokens - 1); 0 for one-token outputs) is at
+most `tpot_s`. Attainment is the share of *all* requests, so dropped ones count as misses.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = ["Slo", "SLOS", "PRIMARY_SLO", "SimResult", "summarize"]
+
+
+@dataclass(frozen=True)
+class Slo:
+    ttft_s: float
+    tpot_s: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.ttft_s:g}s/{self.tpot_s * 1000:g}ms"
+
+
+PRIMARY_SLO = Slo(2.0, 0.100)
+SLOS = (PRIMARY_SLO, Slo(0.5, 0.050))
+
+
+@dataclass
+class SimResult:
+    policy: str
+    trace: str
+    model: str
+    profile: str
+    scale: float
+    start_s: float
+    end_s: float
+    requests: int
+    completed: int
+    dropped: dict[str, int]
+    slo_attainment: dict[str, float]
+    ttft_p50_s: float | None
+    ttft_p99_s: float | None
+    tpot_p50_s: float | None
+    tpot_p99_s: float | None
+    gpu_hours: float
+    cold_start_waits: int
+    scale_events: int
+    scale_up_events: int
+    scale_down_events: int
+    idle_gpu_share: float
+    preemptions: int
+    peak_replicas: int
+    mean_replicas: float
+    decisions: dict[str, int]
+    wall_s: float
+    requests_per_wall_s: float
+    notes: list[str] = field(default_factory=list)
+    timeline: dict = field(default_factory=dict)
+
+    @property
+    def attainment(self) -> float:
+        return self.slo_attainment[PRIMARY_SLO.key]
+
+    def to_dict(self, timeline: bool = False) -> dict:
+        d = asdict(self)
+        if not timeline:
+            d.pop("timeline")
+        return d
+
+    def to_json(self, timeline: bool = False) -> str:
+        return json.dumps(self.to_dict(timeline), indent=2)
+
+
+def _pct(x: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(x, q)) if x.size else None
+
+
+def summarize(sim, m, wall_s: float) -> SimResult:
+    w = m.spec.workload
+    sl = slice(m.n0, m.n0 + m.n)
+    first = sim.first[sl]
+    done = sim.done[sl]
+    dropped = sim.dropped[sl]
+    ok = ~np.isnan(done) & (dropped == 0)
+    ttft = first - w.arrival
+    out = w.output
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (done - first) / np.maximum(out - 1, 1), 0.0)
+    att = {}
+    for slo in SLOS:
+        good = ok & (ttft <= slo.ttft_s + 1e-12) & (tpot <= slo.tpot_s + 1e-12)
+        att[slo.key] = float(good.sum() / max(1, m.n))
+    h = m.horizon or {"gpu_s": 0.0, "busy_s": 0.0, "preemptions": 0}
+    gpu_s = h["gpu_s"]
+    tl = m.timeline
+    dur = max(1e-9, w.end_s - w.start_s)
+    names = {1: "rejected_too_long", 2: "gateway_timeout", 3: "unfinished"}
+    drop_counts = {names[k]: int((dropped == k).sum()) for k in names}
+    policy_name = getattr(m.policy, "name", type(m.policy).__name__)
+    return SimResult(
+        policy=policy_name, trace=w.name, model=w.model, profile=m.profile.name, scale=float(w.scale),
+        start_s=float(w.start_s), end_s=float(w.end_s), requests=int(m.n), completed=int(ok.sum()),
+        dropped=drop_counts, slo_attainment=att,
+        ttft_p50_s=_pct(ttft[ok], 50), ttft_p99_s=_pct(ttft[ok], 99),
+        tpot_p50_s=_pct(tpot[ok], 50), tpot_p99_s=_pct(tpot[ok], 99),
+        gpu_hours=gpu_s / 3600.0, cold_start_waits=int(m.cold_waits),
+        scale_events=m.scale_up_events + m.scale_down_events, scale_up_events=m.scale_up_events,
+        scale_down_events=m.scale_down_events,
+        idle_gpu_share=float(1.0 - h["busy_s"] / gpu_s) if gpu_s > 0 else 0.0,
+        preemptions=int(h["preemptions"]), peak_replicas=int(m.peak_replicas),
+        mean_replicas=gpu_s / dur / m.profile.gpus_per_replica,
+        decisions=dict(sorted(m.decisions.items())), wall_s=wall_s,
+        requests_per_wall_s=sim.total / wall_s if wall_s > 0 else 0.0,
+        notes=list(w.notes), timeline={k: list(v) for k, v in tl.items()},
+    )

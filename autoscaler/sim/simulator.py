@@ -1,0 +1,521 @@
+"""Deterministic discrete-event simulation of an LLM fleet driven by an autoscaling policy.
+
+Pieces (all on one virtual clock, seconds on the trace's own clock):
+
+* **Arrivals** from a `Workload` go to a gateway that routes round-robin over the model's Ready
+  replicas (a Kubernetes Service / the vLLM production-stack router's default). With no Ready
+  replica the gateway holds the request until one is Ready (it "waited on a cold start"), or
+  drops it after `gateway_timeout_s`. A request longer than `max_model_len` or than the KV cache
+  is rejected at once (dropped), as vLLM does.
+* **Replicas** are `engine.Replica` engines. Lifecycle: Pending (no GPU free in the budget) ->
+  Starting (GPU held; scheduling + image pull + weight load + warm-up) -> Ready -> Draining (no
+  new requests; finishes what it holds) -> gone. Scale-down removes Pending, then Starting, then
+  Ready replicas, newest first (the ReplicaSet's order).
+* **Metrics** are scraped every `scrape_interval_s` (vLLM's gauges and counters summed over Ready
+  replicas, arrivals counted at the gateway); a control tick sees the newest scrape at least
+  `scrape_lag_s` old, with rates over `rate_window_s`, like `rate(x[1m])` in Prometheus.
+* **Control**: every `policy.interval_s` the policy gets an `Observation` and its `Decision.desired`
+  is applied at once (replica counts come fresh from the API server, not lagged).
+* **GPU budget**: at most `gpu_budget` GPUs held at once by all models together.
+
+Outputs a `SimResult` per model: SLO attainment, TTFT percentiles, GPU-hours, cold-start waits,
+scale events, idle GPU share, a timeline for plots. Given the same inputs and seed, a run is
+bit-for-bit the same (no wall clock, no hash-order dependence).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time as _time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoscaler.policy.types import Observation
+from autoscaler.sim.engine import TTFT_BUCKETS, Replica, Request
+from autoscaler.sim.prewarm import forecast_of
+from autoscaler.sim.results import SimResult, summarize
+
+__all__ = ["SimConfig", "ModelSpec", "Simulation", "simulate"]
+
+# event kinds (ordering among simultaneous events: ready before scrape before tick)
+_READY, _SCRAPE, _TICK, _HORIZON = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    scrape_interval_s: float = 15.0      # Prometheus scrape interval (vLLM production-stack's example: 15 s)
+    scrape_lag_s: float = 0.0            # extra delay before a scrape is visible to the controller
+    rate_window_s: float = 60.0          # rate(...[1m])
+    gpu_budget: int | None = None        # GPUs shared by all models; None = unlimited
+    gateway_timeout_s: float = 600.0     # a request held for a cold start longer than this is dropped
+    drain_after_end_s: float = 3600.0    # after the trace ends, finish in-flight work for at most this long
+    initial_replicas: int | dict[str, int] | None = None  # Ready at the start; None: sized to the first minute
+    timeline_interval_s: float = 60.0    # resolution of the timeline kept for plots
+    min_replicas: int = 0                # floor applied to every decision (0: policy decides alone)
+
+
+@dataclass
+class ModelSpec:
+    workload: object                    # traces.Workload
+    policy: object                      # autoscaler.policy.types.Policy (or OraclePolicy)
+    profile: object                     # profile.EngineProfile
+
+
+@dataclass
+class _Model:
+    name: str
+    spec: ModelSpec
+    idx: int
+    policy: object
+    profile: object
+    n0: int                              # first rid of this model
+    n: int
+    ready: list = field(default_factory=list)
+    starting: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+    draining: list = field(default_factory=list)
+    gone: list = field(default_factory=list)
+    gateway: deque = field(default_factory=deque)
+    rr: int = 0
+    arrivals: int = 0
+    prompt_tokens: int = 0
+    gen_gone: int = 0
+    hist: list = field(default_factory=list)
+    snaps: deque = field(default_factory=deque)
+    cold_waits: int = 0
+    scale_up_events: int = 0
+    scale_down_events: int = 0
+    decisions: Counter = field(default_factory=Counter)
+    timeline: dict = field(default_factory=lambda: {k: [] for k in (
+        "t", "demand_rps", "ready", "loading", "draining", "desired", "waiting", "kv")})
+    last_desired: int = 0
+    last_arrivals_tl: int = 0
+    last_t_tl: float = 0.0
+    replica_seq: int = 0
+    peak_replicas: int = 0
+    horizon: dict | None = None
+
+    def active(self):
+        return self.ready + self.draining
+
+
+class Simulation:
+    """Run one or more models (each a workload + a policy) on a shared fleet.
+
+    `prewarm`: optional forecast hook (see `autoscaler.sim.prewarm`). `progress`: optional
+    callable(fraction_done) called now and then.
+    """
+
+    def __init__(self, models: list[ModelSpec] | ModelSpec, config: SimConfig | None = None, prewarm=None,
+                 progress=None, seed: int = 0):
+        if isinstance(models, ModelSpec):
+            models = [models]
+        if not models:
+            raise ValueError("models: at least one ModelSpec is needed")
+        names = [m.workload.model for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: each model name must appear once, got {names}")
+        self.config = config or SimConfig()
+        self.prewarm = prewarm
+        self.progress = progress
+        self.seed = seed
+        self.models: list[_Model] = []
+        n0 = 0
+        for i, spec in enumerate(models):
+            w = spec.workload
+            self.models.append(_Model(w.model, spec, i, spec.policy, spec.profile, n0, len(w),
+                                      hist=[0] * (len(TTFT_BUCKETS) + 1)))
+            n0 += len(w)
+        self.total = n0
+        self.first = np.full(n0, np.nan)
+        self.done = np.full(n0, np.nan)
+        self.dropped = np.zeros(n0, dtype=np.int8)    # 1 rejected (too long), 2 gateway timeout, 3 unfinished
+        self.cold = np.zeros(n0, dtype=bool)
+        self.start_s = min(m.spec.workload.start_s for m in self.models)
+        self.end_s = max(m.spec.workload.end_s for m in self.models)
+        self.gpus_used = 0
+        self.pending_fifo: deque = deque()
+        self.events: list = []
+        self._seq = 0
+        self.now = self.start_s
+        self.ran = False
+
+    # ------------------------------------------------------------------ events
+    def _push(self, t: float, kind: int, payload) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (t, kind, self._seq, payload))
+
+    # ------------------------------------------------------------------ replicas
+    def _new_replica(self, m: _Model, t: float) -> Replica:
+        m.replica_seq += 1
+        r = Replica(m.replica_seq, m.profile, self.first, self.done, m.hist)
+        r.created = t
+        r.state = "pending"
+        budget = self.config.gpu_budget
+        gpr = m.profile.gpus_per_replica
+        if budget is None or self.gpus_used + gpr <= budget:
+            self._start(m, r, t)
+        else:
+            m.pending.append(r)
+            self.pending_fifo.append((m, r))
+        return r
+
+    def _start(self, m: _Model, r: Replica, t: float) -> None:
+        self.gpus_used += m.profile.gpus_per_replica
+        r.gpu_start = t
+        r.state = "starting"
+        m.starting.append(r)
+        self._push(t + m.profile.cold_start.total_s, _READY, (m, r))
+
+    def _make_ready(self, m: _Model, r: Replica, t: float) -> None:
+        r.state = "ready"
+        r.ready_at = t
+        r.t = t
+        r.busy_mark = r.busy_s
+        m.starting.remove(r)
+        m.ready.append(r)
+        if m.gateway:
+            gw = m.gateway
+            ready = m.ready
+            while gw:
+                req = gw.popleft()
+                rep = ready[m.rr % len(ready)]
+                m.rr += 1
+                rep.advance(t)
+                rep.add(req, t)
+
+    def _release(self, m: _Model, r: Replica, t: float) -> None:
+        r.state = "gone"
+        r.gpu_end = t
+        self.gpus_used -= m.profile.gpus_per_replica
+        m.gen_gone += r.gen_tokens
+        m.gone.append(r)
+        budget = self.config.gpu_budget
+        while self.pending_fifo:
+            pm, pr = self.pending_fifo[0]
+            if pr.state != "pending":
+                self.pending_fifo.popleft()
+                continue
+            if budget is not None and self.gpus_used + pm.profile.gpus_per_replica > budget:
+                break
+            self.pending_fifo.popleft()
+            pm.pending.remove(pr)
+            self._start(pm, pr, t)
+
+    def _drain(self, m: _Model, r: Replica, t: float) -> None:
+        m.ready.remove(r)
+        r.state = "draining"
+        r.advance(t)
+        if r.idle():
+            self._release(m, r, t)
+        else:
+            m.draining.append(r)
+
+    def _check_drains(self, m: _Model, t: float) -> None:
+        if not m.draining:
+            return
+        keep = []
+        for r in m.draining:
+            r.advance(t)
+            if r.idle():
+                self._release(m, r, min(max(r.t, r.ready_at), t))
+            else:
+                keep.append(r)
+        m.draining = keep
+
+    def _apply(self, m: _Model, desired: int, t: float) -> None:
+        current = len(m.ready) + len(m.starting) + len(m.pending)
+        if desired > current:
+            m.scale_up_events += 1
+            for _ in range(desired - current):
+                self._new_replica(m, t)
+        elif desired < current:
+            m.scale_down_events += 1
+            k = current - desired
+            while k and m.pending:
+                r = m.pending.pop()
+                r.state = "cancelled"
+                k -= 1
+            while k and m.starting:
+                r = m.starting.pop()
+                self._release(m, r, t)
+                k -= 1
+            while k and m.ready:
+                self._drain(m, m.ready[-1], t)
+                k -= 1
+        m.peak_replicas = max(m.peak_replicas, len(m.ready) + len(m.starting) + len(m.draining))
+
+    # ------------------------------------------------------------------ metrics
+    def _scrape(self, m: _Model, t: float) -> None:
+        for r in m.ready:
+            r.advance(t)
+        self._check_drains(m, t)
+        cfg = self.config
+        while m.gateway and m.gateway[0].arrival < t - cfg.gateway_timeout_s:
+            req = m.gateway.popleft()
+            self.dropped[req.rid] = 2
+        waiting = sum(len(r.waiting) for r in m.ready) + len(m.gateway)
+        running = sum(len(r.admitted) for r in m.ready)
+        kv = (sum(r.kv_static + r.B * r.D - r.join_sum for r in m.ready) / (len(m.ready) * m.profile.engine.kv_cache_tokens)
+              if m.ready else None)
+        gen = m.gen_gone + sum(r.gen_tokens for r in m.ready) + sum(r.gen_tokens for r in m.draining)
+        cpu = None
+        if m.ready:
+            dt = cfg.scrape_interval_s
+            tot = 0.0
+            for r in m.ready:
+                busy = (r.busy_s - r.busy_mark) / dt
+                r.busy_mark = r.busy_s
+                tot += m.profile.cpu.utilization(busy)
+            cpu = tot / len(m.ready)
+        m.snaps.append((t, m.arrivals, m.prompt_tokens, gen, tuple(m.hist), waiting, running, kv, cpu,
+                        len(m.ready) > 0 or bool(m.gateway)))
+        keep = cfg.rate_window_s + cfg.scrape_lag_s + 2 * cfg.scrape_interval_s
+        while len(m.snaps) > 2 and m.snaps[1][0] < t - keep:
+            m.snaps.popleft()
+        if t - m.last_t_tl >= cfg.timeline_interval_s - 1e-9 or not m.timeline["t"]:
+            tl = m.timeline
+            span = t - m.last_t_tl if tl["t"] else cfg.scrape_interval_s
+            tl["t"].append(t)
+            tl["demand_rps"].append((m.arrivals - m.last_arrivals_tl) / span if span > 0 else 0.0)
+            tl["ready"].append(len(m.ready))
+            tl["loading"].append(len(m.starting) + len(m.pending))
+            tl["draining"].append(len(m.draining))
+            tl["desired"].append(m.last_desired)
+            tl["waiting"].append(waiting)
+            tl["kv"].append(kv if kv is not None else 0.0)
+            m.last_arrivals_tl = m.arrivals
+            m.last_t_tl = t
+
+    def _observe(self, m: _Model, t: float) -> Observation:
+        cfg = self.config
+        snaps = m.snaps
+        cur = None
+        for s in reversed(snaps):
+            if s[0] <= t - cfg.scrape_lag_s + 1e-9:
+                cur = s
+                break
+        loading = len(m.starting) + len(m.pending)
+        if cur is None:
+            return Observation(model=m.name, time=t, ready_replicas=len(m.ready), loading_replicas=loading,
+                               waiting_requests=None, running_requests=None, kv_cache_usage=None,
+                               request_rate=None, prompt_token_rate=None, generation_token_rate=None)
+        prev = None
+        for s in snaps:
+            if s[0] >= cur[0] - cfg.rate_window_s - 1e-9:
+                prev = s
+                break
+        rate = ptok = gtok = ttft95 = None
+        if prev is not None and prev is not cur and cur[0] > prev[0]:
+            span = cur[0] - prev[0]
+            rate = (cur[1] - prev[1]) / span
+            ptok = (cur[2] - prev[2]) / span
+            gtok = (cur[3] - prev[3]) / span
+            ttft95 = _hist_quantile(0.95, [a - b for a, b in zip(cur[4], prev[4])])
+        has = cur[9]
+        return Observation(
+            model=m.name, time=t, ready_replicas=len(m.ready), loading_replicas=loading,
+            waiting_requests=float(cur[5]) if has else (0.0 if not m.ready else None),
+            running_requests=float(cur[6]) if has else (0.0 if not m.ready else None),
+            kv_cache_usage=cur[7], request_rate=rate, prompt_token_rate=ptok, generation_token_rate=gtok,
+            ttft_p95=ttft95, cpu_utilization=cur[8], metrics_time=cur[0])
+
+    def _tick(self, m: _Model, t: float) -> None:
+        obs = self._observe(m, t)
+        pw = self.prewarm
+        if pw is not None:
+            if obs.request_rate is not None:
+                pw.observe(m.name, t, obs.request_rate, obs.prompt_token_rate or 0.0,
+                           obs.generation_token_rate or 0.0)
+            floor = pw.floor(m.name, t)
+            fc = forecast_of(pw, m.name, t)
+            if floor is not None or fc is not None:
+                obs = _replace(obs, floor=floor, forecast=fc)
+        decision = m.policy.decide(obs)
+        desired = max(int(decision.desired), self.config.min_replicas, 0)
+        m.decisions[str(decision.reason)] += 1
+        m.last_desired = desired
+        self._apply(m, desired, t)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> list[SimResult]:
+        if self.ran:
+            raise RuntimeError("a Simulation runs once; build a new one")
+        self.ran = True
+        wall0 = _time.perf_counter()
+        cfg = self.config
+        t0 = self.start_s
+        # initial fleet: Ready at t0
+        for m in self.models:
+            n_init = cfg.initial_replicas
+            if isinstance(n_init, dict):
+                n_init = n_init.get(m.name)
+            if n_init is None:
+                n_init = _first_minute_need(m.spec.workload, m.profile)
+            for _ in range(int(n_init)):
+                r = self._new_replica(m, t0)
+                if r.state == "starting":
+                    self._make_ready(m, r, t0)
+            m.last_desired = int(n_init)
+            m.last_t_tl = t0
+            m.peak_replicas = len(m.ready)
+        # clear the READY events of the initial replicas (they are Ready already)
+        self.events = [e for e in self.events if not (e[1] == _READY and e[3][1].state != "starting")]
+        heapq.heapify(self.events)
+        for m in self.models:
+            self._push(t0, _SCRAPE, m)
+            self._push(t0 + m.policy.interval_s, _TICK, m)
+        self._push(self.end_s, _HORIZON, None)
+
+        # merged arrival stream
+        if len(self.models) == 1:
+            w = self.models[0].spec.workload
+            arr_t = w.arrival.tolist()
+            arr_p = w.prompt.tolist()
+            arr_o = w.output.tolist()
+            arr_m = None
+        else:
+            t_all = np.concatenate([m.spec.workload.arrival for m in self.models])
+            order = np.argsort(t_all, kind="stable")
+            arr_t = t_all[order].tolist()
+            arr_p = np.concatenate([m.spec.workload.prompt for m in self.models])[order].tolist()
+            arr_o = np.concatenate([m.spec.workload.output for m in self.models])[order].tolist()
+            arr_m = np.concatenate([np.full(m.n, m.idx) for m in self.models])[order].tolist()
+        rid_next = [m.n0 for m in self.models]
+        N = len(arr_t)
+        events = self.events
+        models = self.models
+        heappop = heapq.heappop
+        dropped = self.dropped
+        cold = self.cold
+        limits = [(min(m.profile.engine.max_model_len, m.profile.engine.kv_cache_tokens)) for m in models]
+        overheads = [m.profile.engine.request_overhead_s for m in models]
+        progress = self.progress
+        prog_every = max(1, N // 200)
+        m0 = models[0]
+        i = 0
+        inf = math.inf
+        while True:
+            ta = arr_t[i] if i < N else inf
+            te = events[0][0] if events else inf
+            if ta < te or (ta == te and ta != inf):
+                mi = 0 if arr_m is None else arr_m[i]
+                m = m0 if arr_m is None else models[mi]
+                rid = rid_next[mi]
+                rid_next[mi] = rid + 1
+                p = arr_p[i]
+                o = arr_o[i]
+                i += 1
+                m.arrivals += 1
+                m.prompt_tokens += p
+                if p + o > limits[mi]:
+                    dropped[rid] = 1
+                    continue
+                req = Request(rid, ta, p, o)
+                ready = m.ready
+                if ready:
+                    rep = ready[m.rr % len(ready)]
+                    m.rr += 1
+                    tr = ta + overheads[mi]   # when the scheduler sees it
+                    rep.advance(tr)
+                    if not (rep.B or rep.prefill or rep.waiting) and rep.t < tr:
+                        rep.t = tr
+                    rep.waiting.append(req)
+                else:
+                    cold[rid] = True
+                    m.cold_waits += 1
+                    m.gateway.append(req)
+                if progress is not None and i % prog_every == 0:
+                    progress(i / N)
+                continue
+            if te == inf:
+                break
+            t, kind, _, payload = heappop(events)
+            self.now = t
+            if kind == _READY:
+                pm, r = payload
+                if r.state == "starting":
+                    self._make_ready(pm, r, t)
+            elif kind == _SCRAPE:
+                self._scrape(payload, t)
+                nt = t + cfg.scrape_interval_s
+                if nt <= self.end_s:
+                    self._push(nt, _SCRAPE, payload)
+            elif kind == _TICK:
+                self._tick(payload, t)
+                nt = t + payload.policy.interval_s
+                if nt <= self.end_s:
+                    self._push(nt, _TICK, payload)
+            else:
+                self._horizon(t)
+        # after the trace: finish in-flight work on the fleet as it is
+        t_stop = self.end_s + cfg.drain_after_end_s
+        for m in models:
+            for r in m.ready + m.draining:
+                r.advance(t_stop)
+            for req in m.gateway:
+                dropped[req.rid] = 2
+            m.gateway.clear()
+        unfinished = np.isnan(self.done) & (dropped == 0)
+        dropped[unfinished] = 3
+        if progress is not None:
+            progress(1.0)
+        wall = _time.perf_counter() - wall0
+        return [summarize(self, m, wall) for m in models]
+
+    def _horizon(self, t: float) -> None:
+        """At the end of the trace: freeze GPU-seconds and busy seconds of every replica."""
+        for m in self.models:
+            for r in m.ready + m.draining:
+                r.advance(t)
+            self._check_drains(m, t)
+            gpu_s = 0.0
+            busy_s = 0.0
+            for r in m.ready + m.starting + m.draining + m.gone:
+                if r.gpu_start < 0:
+                    continue
+                end = r.gpu_end if r.state == "gone" else t
+                gpu_s += max(0.0, min(end, t) - max(r.gpu_start, self.start_s))
+                busy_s += r.busy_s
+            m.horizon = {"gpu_s": gpu_s, "busy_s": min(busy_s, gpu_s),
+                         "preemptions": sum(r.preemptions for r in m.ready + m.draining + m.gone)}
+
+
+def _replace(obs: Observation, **kw) -> Observation:
+    from dataclasses import replace
+
+    return replace(obs, **kw)
+
+
+def _hist_quantile(q: float, counts: list[int]) -> float | None:
+    """Prometheus histogram_quantile over vLLM's TTFT buckets (linear within a bucket)."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    cum = 0
+    lo = 0.0
+    for i, c in enumerate(counts):
+        hi = TTFT_BUCKETS[i] if i < len(TTFT_BUCKETS) else TTFT_BUCKETS[-1]
+        if cum + c >= rank and c > 0:
+            if i >= len(TTFT_BUCKETS):
+                return TTFT_BUCKETS[-1]
+            return lo + (hi - lo) * (rank - cum) / c
+        cum += c
+        lo = hi
+    return TTFT_BUCKETS[-1]
+
+
+def _first_minute_need(workload, profile) -> int:
+    from autoscaler.sim.oracle import oracle_plan
+
+    plan = oracle_plan(workload, profile)
+    return int(plan[0]) if plan.size else 1
+
+
+def simulate(workload, policy, profile, config: SimConfig | None = None, prewarm=None, progress=None,
+             seed: int = 0) -> SimResult:
+    """Run one model; return its result."""
+    return Simulation([ModelSpec(workload, policy, profile)], config, prewarm, progress, seed).run()[0]

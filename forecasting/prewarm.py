@@ -1,0 +1,158 @@
+"""`ForecastPrewarmer`: the object the controller and the simulator call each control interval.
+
+`observe()` receives the scraped rates of a model; samples are averaged into windows of `window_s`
+seconds (a window with no sample is a gap). When a window completes, the model's forecast is
+refreshed; the ensemble is refitted (members rescored and chosen) every `refit_every_windows`
+windows and the fitted ensemble forecasts from each new window in between. `floor()` returns the
+planner's floor for the demand one cold start ahead, and `forecast()` the `DemandForecast` behind it.
+
+Token rates are forecast as the request-rate quantile times the mean tokens per request over the
+last `token_ratio_windows` windows: tokens per request move slowly compared with the request rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecasting.ensemble import EnsembleConfig, EnsembleForecaster, FittedEnsemble
+from forecasting.planner import PrewarmPlanner
+from forecasting.types import DemandForecast, ReplicaFloor
+
+
+@dataclass
+class _ModelState:
+    first_window: int | None = None
+    rates: list[float] = field(default_factory=list)  # per completed window, NaN for gaps
+    prompt: list[float] = field(default_factory=list)
+    generation: list[float] = field(default_factory=list)
+    open_window: int | None = None
+    open_sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    open_count: int = 0
+    fitted: FittedEnsemble | None = None
+    windows_since_fit: int = 0
+    quantiles: np.ndarray | None = None  # (horizon, 2) from the last completed window
+    method: str = ""
+
+
+class ForecastPrewarmer:
+    """Aggregates observed rates per model, forecasts them, and asks the planner for floors.
+
+    `cold_start_s` is the measured cold start per model (a mapping) or one number for all.
+    """
+
+    def __init__(
+        self,
+        planner: PrewarmPlanner,
+        forecaster: EnsembleForecaster | None = None,
+        window_s: float = 600.0,
+        cold_start_s: float | Mapping[str, float] = 120.0,
+        refit_every_windows: int = 6,
+        token_ratio_windows: int = 6,
+        history_windows: int | None = None,
+        share_forecast: bool = True,
+    ) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s!r}")
+        if refit_every_windows < 1:
+            raise ValueError(f"refit_every_windows must be >= 1, got {refit_every_windows!r}")
+        self.planner = planner
+        self.forecaster = forecaster or EnsembleForecaster(EnsembleConfig())
+        self.window_s = float(window_s)
+        self._cold_start = cold_start_s
+        self.refit_every_windows = refit_every_windows
+        self.token_ratio_windows = token_ratio_windows
+        config = self.forecaster.config
+        needed = 8 * config.period + config.selection_windows + config.calibration_windows
+        self.history_windows = history_windows or needed
+        self.share_forecast = share_forecast
+        self._models: dict[str, _ModelState] = {}
+
+    def cold_start_s(self, model: str) -> float:
+        """The lead time used for `model`."""
+        if isinstance(self._cold_start, Mapping):
+            return float(self._cold_start.get(model, max(self._cold_start.values(), default=0.0)))
+        return float(self._cold_start)
+
+    def observe(self, model: str, t: float, request_rate: float, prompt_token_rate: float, generation_token_rate: float) -> None:
+        """Record one scrape of `model`'s rates at time `t` (seconds)."""
+        sample = np.array([request_rate, prompt_token_rate, generation_token_rate], dtype=float)
+        for name, value in zip(("request_rate", "prompt_token_rate", "generation_token_rate"), sample):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} for model {model!r} must be a finite rate >= 0, got {float(value)!r}")
+        state = self._models.setdefault(model, _ModelState())
+        window = math.floor(t / self.window_s)
+        if state.open_window is None:
+            state.open_window = window
+            state.first_window = window
+        if window < state.open_window:
+            return  # a late sample for a window already closed is dropped
+        if window > state.open_window:
+            self._close_window(model, state, window)
+        state.open_sums += sample
+        state.open_count += 1
+
+    def _close_window(self, model: str, state: _ModelState, next_window: int) -> None:
+        mean = state.open_sums / max(state.open_count, 1)
+        state.rates.append(mean[0])
+        state.prompt.append(mean[1])
+        state.generation.append(mean[2])
+        gap = next_window - state.open_window - 1
+        for _ in range(gap):
+            for series in (state.rates, state.prompt, state.generation):
+                series.append(math.nan)
+        excess = len(state.rates) - self.history_windows
+        if excess > 0:
+            del state.rates[:excess], state.prompt[:excess], state.generation[:excess]
+            state.first_window += excess
+        state.open_window = next_window
+        state.open_sums = np.zeros(3)
+        state.open_count = 0
+        self._refresh(state, gap + 1)
+
+    def _refresh(self, state: _ModelState, new_windows: int) -> None:
+        y = np.asarray(state.rates, dtype=float)
+        state.windows_since_fit += new_windows
+        if state.fitted is None or state.windows_since_fit >= self.refit_every_windows:
+            state.fitted = self.forecaster.fit(y)
+            state.windows_since_fit = 0
+        state.quantiles = state.fitted.paths(y, np.array([len(y) - 1]))[0]
+        state.method = state.fitted.method
+
+    def forecast(self, model: str, now: float) -> DemandForecast | None:
+        """The forecast handed to the policy (`Observation.forecast`); None when `share_forecast` is off.
+
+        With `share_forecast=False` the policy sees only the floor, so the forecast bounds the fleet
+        from below but does not also enter the policy's own need.
+        """
+        return self.demand_forecast(model, now) if self.share_forecast else None
+
+    def demand_forecast(self, model: str, now: float) -> DemandForecast | None:
+        """The forecast for `model` at `now + cold start`, or None before the first window completes."""
+        state = self._models.get(model)
+        if state is None or state.quantiles is None or state.first_window is None:
+            return None
+        target_time = now + self.cold_start_s(model)
+        last_window = state.first_window + len(state.rates) - 1
+        target_window = math.floor(target_time / self.window_s)
+        horizon = len(state.quantiles)
+        step = min(max(target_window - last_window, 1), horizon)
+        p50, p90 = (float(v) for v in state.quantiles[step - 1])
+        prompt_p90 = generation_p90 = None
+        recent = np.asarray(state.rates[-self.token_ratio_windows :])
+        observed = ~np.isnan(recent)
+        if observed.any() and recent[observed].sum() > 0:
+            requests = recent[observed].sum()
+            prompt_p90 = p90 * float(np.asarray(state.prompt[-self.token_ratio_windows :])[observed].sum() / requests)
+            generation_p90 = p90 * float(np.asarray(state.generation[-self.token_ratio_windows :])[observed].sum() / requests)
+        method = state.method
+        if target_window - last_window > horizon:
+            method += f" (target beyond horizon: used {horizon} windows ahead)"
+        return DemandForecast(model, now, target_time, p50, p90, prompt_p90, generation_p90, method)
+
+    def floor(self, model: str, now: float) -> ReplicaFloor | None:
+        """The replica floor for `model` at `now`, or None when there is neither a forecast nor an event."""
+        return self.planner.floor(model, self.demand_forecast(model, now), now, self.cold_start_s(model))

@@ -1,0 +1,166 @@
+"""A bounded ring of equal-sized host buffers (page-locked when the target is a CUDA device).
+
+fastsafetensors (nogds path) and ServerlessLLM also bounce through pinned buffers; unlike
+Run:ai's streamer, which fills pageable memory and then calls ``.to(device)``, bytes land in
+pinned memory straight from the socket, so the host-to-device copy runs at DMA speed and
+asynchronously. The ring is the whole staging budget: a tensor larger than it streams through.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from loader.hostmem import HostBuffer
+
+
+class RangeLike(Protocol):
+    """What a target needs to know of a range."""
+
+    shard: int
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class Slot:
+    """One staging buffer: a torch view (for device copies) and a memoryview (for socket reads)."""
+
+    index: int
+    tensor: torch.Tensor
+    view: memoryview
+
+
+class SlotRing:
+    """Free-list of ``count`` slots of ``slot_bytes`` each, in one allocation."""
+
+    def __init__(self, count: int, slot_bytes: int, *, pinned: bool) -> None:
+        self.slot_bytes = slot_bytes
+        self._buffer = torch.empty(count * slot_bytes, dtype=torch.uint8, pin_memory=pinned)
+        whole = memoryview(self._buffer.numpy()).cast("B")
+        self._slots = [
+            Slot(i, self._buffer[i * slot_bytes:(i + 1) * slot_bytes], whole[i * slot_bytes:(i + 1) * slot_bytes])
+            for i in range(count)
+        ]
+        self._free = list(reversed(self._slots))
+        self._cond = threading.Condition()
+        self._closed = False
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots."""
+        return len(self._slots)
+
+    def acquire(self, *, block: bool = True) -> Slot | None:
+        """Take a free slot; None when closed, or when ``block`` is False and none is free."""
+        with self._cond:
+            while not self._free and block and not self._closed:
+                self._cond.wait()
+            if self._closed or not self._free:
+                return None
+            return self._free.pop()
+
+    def view(self, slot: Slot, job: RangeLike) -> memoryview:
+        """Where ``job``'s bytes land: the start of the slot."""
+        return slot.view[: job.length]
+
+    def hedge_view(self, slot: Slot, job: RangeLike) -> memoryview:
+        """Where a hedged copy of ``job`` lands: its own slot, which the loser gives back when it stops."""
+        return self.view(slot, job)
+
+    def commit_hedge(self, job: RangeLike, data: memoryview) -> None:
+        """Nothing to do: the winning hedge's slot is handed on as it is."""
+
+    def release(self, slot: Slot) -> None:
+        """Give a slot back."""
+        with self._cond:
+            self._free.append(slot)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Wake every waiter; later acquires return None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class DirectTargets:
+    """For host (CPU) targets: ranges land straight in the destination, one buffer per shard.
+
+    There is nothing to stage when the destination is host memory, so the staging copy is
+    skipped; a "lease" is a dummy slot (their number bounds the read-ahead), ``view`` points
+    into the shard's buffer, and tensors are views of it (as with ``safetensors.load_file``'s
+    mmap); a dropped tensor's pages go back to the OS (see ``HostBuffer``).
+
+    Hedging: the hedged copy reads into scratch memory (``hedge_view``). If the primary wins,
+    the scratch is dropped. If the hedge wins, its bytes are copied into place, but the primary
+    may still be blocked in a socket read into those bytes and can only stop at its next chunk
+    boundary; so the range is recorded as *shared with a loser*, and every tensor overlapping it
+    is handed over as a private copy (``shared_with_loser``) rather than a view: nothing the
+    loser writes can reach memory a consumer holds.
+    """
+
+    def __init__(self, buffers: dict[int, tuple[HostBuffer, int]], leases: int) -> None:
+        # shard number -> (host buffer, object offset of its first byte)
+        self._buffers = buffers
+        self._lease = Slot(-1, torch.empty(0, dtype=torch.uint8), memoryview(b""))
+        self._lock = threading.Lock()
+        self._loser_spans: dict[int, list[tuple[int, int]]] = {}  # shard -> object byte spans
+        # Leases bound the ranges read but not yet taken by the consumer, as the ring's slots do:
+        # without them the reads run ahead of a slow consumer and the whole checkpoint is resident.
+        self.capacity = leases
+        self._out = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def buffer(self, shard: int) -> tuple[HostBuffer, int]:
+        """Shard ``shard``'s buffer and the object offset of its first byte."""
+        return self._buffers[shard]
+
+    def acquire(self, *, block: bool = True) -> Slot | None:
+        """Take one of the read-ahead leases; None when closed, or when ``block`` is False and none is free."""
+        with self._cond:
+            while self._out >= self.capacity and block and not self._closed:
+                self._cond.wait()
+            if self._closed or self._out >= self.capacity:
+                return None
+            self._out += 1
+            return self._lease
+
+    def view(self, slot: Slot, job: RangeLike) -> memoryview:
+        """The destination bytes of ``job``."""
+        buf, base = self._buffers[job.shard]
+        buf.reading(job.offset - base + job.length)
+        return buf.view[job.offset - base: job.offset - base + job.length]
+
+    def hedge_view(self, slot: Slot, job: RangeLike) -> memoryview:
+        """Private scratch for a hedged copy of ``job``."""
+        return memoryview(bytearray(job.length))
+
+    def commit_hedge(self, job: RangeLike, data: memoryview) -> None:
+        """Put a winning hedge's bytes in place; its primary may keep writing there, so mark the span."""
+        self.view(self._lease, job)[:] = data
+        with self._lock:
+            self._loser_spans.setdefault(job.shard, []).append((job.offset, job.offset + job.length))
+
+    def shared_with_loser(self, shard: int, begin: int, end: int) -> bool:
+        """Whether object bytes ``[begin, end)`` of ``shard`` may still be written by a losing request."""
+        with self._lock:
+            return any(lo < end and begin < hi for lo, hi in self._loser_spans.get(shard, ()))
+
+    def release(self, slot: Slot) -> None:
+        """Give a lease back (the consumer has taken the range)."""
+        with self._cond:
+            self._out -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Wake every waiter; later acquires return None. Stop faulting in pages ahead of the reads."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for buf, _ in self._buffers.values():
+            buf.stop_prefault()

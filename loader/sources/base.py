@@ -1,0 +1,91 @@
+"""The interface every object source implements, and the helpers they share."""
+
+from __future__ import annotations
+
+import http.client
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from loader.errors import SourceError, TransientSourceError
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """Size and version tag of one object; ``etag`` is None where the source has none."""
+
+    size: int
+    etag: str | None
+
+
+class ReadCancelled(Exception):
+    """The caller asked a read to stop (a hedged twin already delivered the range)."""
+
+
+CHUNK_BYTES = 1024 * 1024
+Cancelled = Callable[[], bool]
+
+
+class PartialReadError(TransientSourceError):
+    """A read broke off after ``received`` bytes had landed in the buffer; a retry may resume there."""
+
+    def __init__(self, object_name: str, message: str, received: int) -> None:
+        super().__init__(object_name, message)
+        self.received = received
+
+
+@runtime_checkable
+class ObjectSource(Protocol):
+    """A flat namespace of objects under one root (a directory, an S3 prefix or a URL prefix)."""
+
+    root: str
+
+    def uri(self, name: str) -> str:
+        """The full address of ``name``, for messages."""
+
+    def head(self, name: str, length: int) -> tuple[bytes, ObjectInfo]:
+        """Read up to the first ``length`` bytes of ``name`` and its size and ETag in one request."""
+
+    def stat(self, name: str) -> ObjectInfo:
+        """Size and ETag of ``name``; raises ObjectNotFoundError if it does not exist."""
+
+    def read_into(
+        self, name: str, offset: int, buf: memoryview, etag: str | None, cancelled: Cancelled | None = None
+    ) -> None:
+        """Fill ``buf`` with the bytes of ``name`` from ``offset``; if ``etag`` is given, the object must still
+        have it. Raises ReadCancelled when ``cancelled()`` turns true between chunks."""
+
+    def list(self) -> list[str]:
+        """Names of all objects under the root (recursively), sorted."""
+
+
+def read_fully(object_name: str, response: object, buf: memoryview, cancelled: Cancelled | None = None) -> None:
+    """Read exactly ``len(buf)`` body bytes into ``buf`` without intermediate copies.
+
+    urllib3's ``HTTPResponse.readinto`` reads into a temporary ``bytes`` and copies it; the
+    ``http.client.HTTPResponse`` below it reads from the socket straight into our buffer, so we use
+    that when it is there (the body is raw bytes, no content-encoding to undo).
+    """
+    raw = getattr(response, "_fp", None)
+    reader = raw if isinstance(raw, http.client.HTTPResponse) else response
+    received = 0
+    total = len(buf)
+    try:
+        while received < total:
+            if cancelled is not None and cancelled():
+                raise ReadCancelled
+            n = reader.readinto(buf[received:received + CHUNK_BYTES])  # type: ignore[attr-defined]
+            if not n:
+                raise PartialReadError(
+                    object_name, f"connection closed after {received} of {total} bytes", received
+                )
+            received += n
+    except (PartialReadError, ReadCancelled):
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError: http.client raises it when reading from a response closed under it.
+        raise PartialReadError(object_name, f"read failed after {received} of {total} bytes: {exc!r}", received) from exc
+    except Exception as exc:  # urllib3 / botocore wrap socket errors in their own classes
+        if isinstance(exc, SourceError):
+            raise
+        raise PartialReadError(object_name, f"read failed after {received} of {total} bytes: {exc!r}", received) from exc

@@ -1,0 +1,231 @@
+"""The public loading API: stream a checkpoint's tensors onto a device, or load them all."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from loader.assemble import DeviceAssembler, plan_load
+from loader.cache import WarmCache
+from loader.checkpoint import Checkpoint, resolve_checkpoint
+from loader.config import LoaderConfig
+from loader.errors import IntegrityError, LoaderError
+from loader.fetch import FetchStats, RangeFetcher, RangeJob
+from loader.hostmem import HostBuffer
+from loader.mapped import stream_mapped
+from loader.ring import DirectTargets, Slot, SlotRing
+from loader.sources import LocalSource, open_source
+
+log = logging.getLogger(__name__)
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass
+class LoadReport:
+    """What one load did; filled in as the load runs."""
+
+    location: str
+    resolved_from: str = ""
+    device: str = "cpu"
+    tensors: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    first_tensor_s: float | None = None
+    fetch: FetchStats = field(default_factory=FetchStats)
+
+    @property
+    def gb_per_s(self) -> float:
+        """Decimal GB of tensor data per second."""
+        return self.bytes / self.seconds / 1e9 if self.seconds else 0.0
+
+
+class _InOrderDigest:
+    """SHA-256 of one shard, fed ranges that complete out of order."""
+
+    def __init__(self, uri: str, expected: str, size: int) -> None:
+        self.uri, self.expected, self.size = uri, expected, size
+        self.hash = hashlib.sha256()
+        self.next_offset = 0
+        self.waiting: dict[int, tuple[RangeJob, Slot, memoryview]] = {}
+
+    def add(self, job: RangeJob, slot: Slot, data: memoryview) -> list[tuple[RangeJob, Slot]]:
+        """Queue a range whose bytes are ``data``; returns the ranges now hashed, in order."""
+        self.waiting[job.offset] = (job, slot, data)
+        ready = []
+        while self.next_offset in self.waiting:
+            job, slot, data = self.waiting.pop(self.next_offset)
+            self.hash.update(data)
+            self.next_offset += job.length
+            ready.append((job, slot))
+        if self.next_offset == self.size:
+            digest = self.hash.hexdigest()
+            if digest != self.expected:
+                raise IntegrityError(self.uri, f"SHA-256 {digest} does not match the expected {self.expected}")
+        return ready
+
+    @property
+    def verified(self) -> bool:
+        return self.next_offset == self.size
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def open_checkpoint(location: str, config: LoaderConfig, stack: contextlib.ExitStack | None = None) -> Checkpoint:
+    """Resolve ``location``, preferring a valid warm-pool copy when ``config.cache_dir`` is set
+    (held against eviction until ``stack`` closes)."""
+    if config.cache_dir is not None:
+        cache = WarmCache(config.cache_dir)
+        if stack is not None:
+            stack.enter_context(cache.reading(location))
+        local = cache.lookup(location, config)
+        if local is not None:
+            log.info("loading %s from the warm pool at %s", location, local)
+            location = str(local)
+    source, name = open_source(
+        location, endpoint_url=config.endpoint_url, region=config.region,
+        max_connections=config.concurrency + config.max_hedges + 4,
+    )
+    return resolve_checkpoint(source, name, verify_sha256=config.verify_sha256)
+
+
+def stream_checkpoint(
+    location: str | Checkpoint,
+    device: str | torch.device = "cpu",
+    config: LoaderConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    report: LoadReport | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, tensor)`` for every tensor of the checkpoint, each as soon as it is complete.
+
+    On any error the iterator raises and yields nothing further; partially loaded tensors are
+    dropped. With ``config.verify_sha256``, a shard's tensors are held back until its digest checks.
+    """
+    config = config or LoaderConfig.from_env()
+    dev = _resolve_device(device)
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        checkpoint = location if isinstance(location, Checkpoint) else open_checkpoint(location, config, stack)
+        yield from _stream(checkpoint, dev, config, started, progress, report or LoadReport(location=str(location)))
+
+
+def _stream(
+    checkpoint: Checkpoint,
+    dev: torch.device,
+    config: LoaderConfig,
+    started: float,
+    progress: ProgressCallback | None,
+    report: LoadReport,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    report.resolved_from = checkpoint.source.root
+    report.device = str(dev)
+    if dev.type == "cpu" and config.direct_host_reads and config.map_local_files and isinstance(
+        checkpoint.source, LocalSource
+    ):
+        for nbytes, name, tensor in stream_mapped(checkpoint, Path(checkpoint.source.root), config.verify_sha256):
+            report.tensors += 1
+            report.bytes += nbytes
+            if report.first_tensor_s is None:
+                report.first_tensor_s = time.perf_counter() - started
+            if progress is not None:
+                progress(nbytes)
+            yield name, tensor
+        report.seconds = time.perf_counter() - started
+        return
+    verified = {i for i, s in enumerate(checkpoint.shards) if config.verify_sha256 and s.sha256}
+    plan = plan_load(checkpoint, config.effective_range_bytes, whole_objects=frozenset(verified))
+    digests = {
+        i: _InOrderDigest(s.uri, s.sha256, s.info.size)  # type: ignore[arg-type]
+        for i, s in enumerate(checkpoint.shards) if i in verified
+    }
+    held: dict[int, list[int]] = {i: [] for i in verified}
+    ring: SlotRing | DirectTargets
+    if dev.type == "cpu" and config.direct_host_reads:
+        ring = DirectTargets({
+            i: (HostBuffer(s.header.object_size - base, prefault_window=config.prefault_window_bytes), base)
+            for i, s in enumerate(checkpoint.shards)
+            for base in [0 if i in verified else s.header.data_start]
+        }, leases=config.read_ahead_ranges)
+    else:
+        ring = SlotRing(config.slots, config.effective_range_bytes, pinned=dev.type == "cuda")
+    assembler = DeviceAssembler(checkpoint, plan, ring, dev)
+    fetcher = RangeFetcher(checkpoint.source, list(plan.jobs), ring, config)
+    report.fetch = fetcher.stats
+    total_tensors = len(plan.tensors)
+    handed = 0
+
+    def ready(indices: list[int]) -> Iterator[tuple[str, torch.Tensor]]:
+        nonlocal handed
+        for index in indices:
+            shard_no = plan.tensors[index][0]
+            if shard_no in digests and not digests[shard_no].verified:
+                held[shard_no].append(index)
+                continue
+            name, tensor = assembler.finish(index)
+            handed += 1
+            report.tensors = handed
+            report.bytes += tensor.numel() * tensor.element_size()
+            if report.first_tensor_s is None:
+                report.first_tensor_s = time.perf_counter() - started
+            yield name, tensor
+
+    fetcher.start()
+    remaining_jobs = len(plan.jobs)
+    try:
+        yield from ready(assembler.empty_tensors())
+        while remaining_jobs or assembler.has_pending:
+            if not remaining_jobs:
+                yield from ready(assembler.drain(wait=True))
+                continue
+            try:
+                item = fetcher.completed.get(timeout=0.001 if assembler.has_pending else None)
+            except queue.Empty:
+                yield from ready(assembler.drain(wait=False))
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            job, slot = item
+            remaining_jobs -= 1
+            if progress is not None:
+                progress(job.length)
+            digest = digests.get(job.shard)
+            batch = digest.add(job, slot, ring.view(slot, job)) if digest else [(job, slot)]
+            for in_order_job, in_order_slot in batch:
+                yield from ready(assembler.consume(in_order_job, in_order_slot, release=True))
+            if digest is not None and digest.verified and held[job.shard]:
+                indices, held[job.shard] = held[job.shard], []
+                yield from ready(indices)
+            yield from ready(assembler.drain(wait=False))
+        if handed != total_tensors:
+            raise LoaderError(f"{checkpoint.source.root}: handed over {handed} of {total_tensors} tensors")
+    except BaseException:
+        assembler.abort()
+        raise
+    finally:
+        fetcher.stop()
+        report.seconds = time.perf_counter() - started
+
+
+def load_checkpoint(
+    location: str | Checkpoint,
+    device: str | torch.device = "cpu",
+    config: LoaderConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    report: LoadReport | None = None,
+) -> dict[str, torch.Tensor]:
+    """Load every tensor; on any error raise and return nothing."""
+    return dict(stream_checkpoint(location, device, config, progress=progress, report=report))

@@ -1,0 +1,125 @@
+"""Engine profiles (a source for every number, one ReplicaCapacity) and the `simulate` CLI."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from autoscaler.policy.capacity import ReplicaCapacity
+from autoscaler.sim.profile import PROFILE_NAMES, load_profile
+
+
+def test_h100_profile_cites_a_source_for_every_number():
+    prof = load_profile("h100-llama-3.1-8b")
+    numbers = [*type(prof.engine).model_fields, *type(prof.cold_start).model_fields]
+    numbers.remove("request_overhead_s")   # 0 on GPU: folded into the measured step costs
+    missing = [k for k in numbers if k not in prof.sources and not (k == "max_num_batched_tokens")]
+    assert not missing, f"numbers without a source: {missing}"
+    assert "cpu" in prof.sources
+
+
+def test_profile_gives_the_policy_its_capacity():
+    prof = load_profile()
+    cap = prof.to_capacity()
+    assert isinstance(cap, ReplicaCapacity)
+    assert cap.cold_start_s == pytest.approx(5 + 0 + 16.06 / 2.0 + 18)
+    assert cap.max_num_seqs == prof.engine.max_num_seqs and cap.kv_cache_tokens == prof.engine.kv_cache_tokens
+    # decode throughput is quoted at the reference TPOT: a full step at that batch meets it
+    assert 2000 < cap.decode_tokens_per_s < 20000
+    # sustainable rate: a replica near it is busy ~ all the time by the policy's own measure
+    rate = prof.sustainable_rate(1155, 211)
+    assert 0.7 < cap.busy_fraction(rate * 1155, rate * 211) < 1.3
+
+
+def test_all_shipped_profiles_load():
+    names = PROFILE_NAMES()
+    assert "h100-llama-3.1-8b" in names
+    for n in names:
+        assert load_profile(n).to_capacity()
+
+
+def test_cpu_profile_was_fitted_against_the_test_grounds_engine_arguments():
+    # a changed engine (e.g. -O0 dropping torch.compile) changes step times: refit with
+    # hack/calibrate_cpu_profile.py
+    from tests.ground.vllm import DEFAULT_ARGS
+
+    prof = load_profile("tiny-llama-cpu")
+    assert prof.fit is not None and prof.fit.get("engine_args") == list(DEFAULT_ARGS), (
+        f"tiny-llama-cpu.yaml was fitted with {prof.fit and prof.fit.get('engine_args')}, the ground runs "
+        f"{list(DEFAULT_ARGS)}: run hack/calibrate_cpu_profile.py")
+    assert prof.engine.max_num_seqs == int(DEFAULT_ARGS[DEFAULT_ARGS.index("--max-num-seqs") + 1])
+
+
+def test_bad_profile_is_reported_with_its_path(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nmodel: y\naccelerator: z\nengine: {max_num_seqs: -1}\n")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        load_profile(p)
+    with pytest.raises(FileNotFoundError):
+        load_profile("no-such-profile")
+
+
+def _parser():
+    from autoscaler.sim.cli import register
+
+    ap = argparse.ArgumentParser(prog="warmscale")
+    register(ap.add_subparsers(dest="command"))
+    return ap
+
+
+def test_cli_simulates_a_trace_file_and_writes_json_and_plot(tmp_path, capsys):
+    import json
+
+    trace = tmp_path / "tiny.csv"
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [f"{i * 0.5:.3f},{500 + i % 7 * 100},{20 + i % 5}"
+                                                          for i in range(1200)]
+    trace.write_text("\n".join(lines) + "\n")
+    args = _parser().parse_args(["simulate", "--trace", str(trace), "--policy", "static,oracle",
+                                 "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert "static" in out and "oracle" in out and "GPU-h" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert {r["policy"] for r in data["results"]} == {"static", "oracle"}
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_cli_reports_a_bad_trace_clearly(tmp_path, capsys):
+    trace = tmp_path / "bad.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1.0,10,2\n0.5,10,2\n")
+    args = _parser().parse_args(["simulate", "--trace", str(trace), "--policy", "static"])
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "row 3" in err and "TIMESTAMP" in err
+
+
+def test_slice_syntax():
+    from autoscaler.sim.runner import parse_slice, parse_span
+
+    assert parse_slice("7d:10d") == (7 * 86400, 10 * 86400)
+    assert parse_slice(":90m") == (None, 5400)
+    assert parse_span("1d2h3m4s") == 86400 + 7200 + 180 + 4
+    with pytest.raises(ValueError):
+        parse_slice("7d")
+    with pytest.raises(ValueError):
+        parse_span("soon")
+
+
+def test_engine_timings_sums_vllm_request_histograms_over_label_sets():
+    from autoscaler.sim.calibrate import engine_timings
+
+    text = "\n".join([
+        '# HELP vllm:request_queue_time_seconds Histogram of time spent in WAITING phase for request.',
+        'vllm:request_queue_time_seconds_bucket{engine="0",le="0.3",model_name="tiny"} 3.0',
+        'vllm:request_queue_time_seconds_sum{engine="0",model_name="tiny"} 0.25',
+        'vllm:request_queue_time_seconds_count{engine="0",model_name="tiny"} 3.0',
+        'vllm:request_queue_time_seconds_sum{engine="1",model_name="tiny"} 0.5',
+        'vllm:request_queue_time_seconds_count{engine="1",model_name="tiny"} 1.0',
+        'vllm:request_prefill_time_seconds_sum{engine="0",model_name="tiny"} 0.04',
+        'vllm:request_prefill_time_seconds_count{engine="0",model_name="tiny"} 4.0',
+        'vllm:request_decode_time_seconds_created{engine="0",model_name="tiny"} 1.79e+09',
+    ])
+    got = engine_timings(text)
+    assert got["queue"] == (0.75, 4.0)
+    assert got["prefill"] == (0.04, 4.0)
+    assert got["decode"] == (0.0, 0.0)
