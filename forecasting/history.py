@@ -1,8 +1,9 @@
 """Demand history from Prometheus range queries (prometheus-api-client) and from trace files.
 
 `prometheus_history` asks for the per-model rates of vLLM's request and token counters with one
-range query each, stepping by the forecast window and taking `rate()` over that same window, so each
-point is the mean rate of one window. The PromQL comes from `autoscaler.metrics.vllm_names`, where
+range query each, stepping by the forecast window and taking `rate()` over that window plus one scrape
+interval, so each point is the mean rate of one window. (Over exactly the window, the increase between the
+last sample of one window and the first of the next would fall between the two and be lost.) The PromQL comes from `autoscaler.metrics.vllm_names`, where
 the metric names are defined once. Trace files are read by `forecasting.traces.load_trace`.
 """
 
@@ -21,9 +22,9 @@ from forecasting.traces import load_trace
 __all__ = ["history_queries", "prometheus_history", "load_trace"]
 
 
-def history_queries(window_s: float) -> dict[str, str]:
+def history_queries(window_s: float, scrape_interval_s: float = 15.0) -> dict[str, str]:
     """The PromQL range queries for request, prompt-token and generated-token rates per model."""
-    window = f"{int(round(window_s))}s"
+    window = f"{int(round(window_s + scrape_interval_s))}s"
     return {
         "requests": vllm_names.request_rate(window),
         "prompt_tokens": vllm_names.token_rate(vllm_names.PROMPT_TOKENS, window),
@@ -37,6 +38,7 @@ def prometheus_history(
     end: float,
     window_s: float,
     client: PrometheusConnect | None = None,
+    scrape_interval_s: float = 15.0,
 ) -> list[WindowedSeries]:
     """Per-model demand between `start` and `end` (Unix seconds) on `window_s` windows.
 
@@ -50,7 +52,8 @@ def prometheus_history(
     prom = client or PrometheusConnect(url=url, disable_ssl=True)
     step = f"{int(round(window_s))}s"
     by_kind: dict[str, dict[str, dict[float, float]]] = {}
-    for kind, query in history_queries(window_s).items():
+    queries = history_queries(window_s, scrape_interval_s)
+    for kind, query in queries.items():
         result = prom.custom_query_range(
             query,
             start_time=datetime.fromtimestamp(start, tz=timezone.utc),
@@ -59,7 +62,7 @@ def prometheus_history(
         )
         by_kind[kind] = {_model_of(item): _points(item["values"], window_s) for item in result}
     if not by_kind["requests"]:
-        raise InvalidSeriesError(f"Prometheus at {url} returned no series for {history_queries(window_s)['requests']!r}")
+        raise InvalidSeriesError(f"Prometheus at {url} returned no series for {queries['requests']!r}")
     series = []
     for model, requests in sorted(by_kind["requests"].items()):
         if not requests:

@@ -5,15 +5,25 @@ import math
 from collections import deque
 from typing import Iterable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 _EPS = 1e-9
 
 
 class PolicyConfig(BaseModel):
-    """Base of every policy's config: immutable, unknown fields rejected (the error names them)."""
+    """Base of every policy's config: immutable, unknown fields rejected (the error names them).
+
+    Subclasses declare `min_replicas` and `max_replicas`; their order is checked here once.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    @model_validator(mode="after")
+    def _check_bounds(self):
+        low, high = getattr(self, "min_replicas", None), getattr(self, "max_replicas", None)
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_replicas ({low}) must be <= max_replicas ({high})")
+        return self
 
 
 def clean(x: float | int | None) -> float | None:

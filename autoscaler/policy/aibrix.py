@@ -52,8 +52,6 @@ class AibrixConfig(PolicyConfig):
 
     @model_validator(mode="after")
     def _check(self) -> "AibrixConfig":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
         if self.panic_window_s > self.stable_window_s:
             raise ValueError(f"panic_window_s ({self.panic_window_s}) must be <= stable_window_s ({self.stable_window_s})")
         return self

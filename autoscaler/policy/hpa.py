@@ -25,21 +25,19 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from autoscaler.policy._common import HpaStabilizer, PolicyConfig, clean, is_stale
 from autoscaler.policy.capacity import ReplicaCapacity
 from autoscaler.policy.types import Decision, Observation, Reason, Signal
 
-__all__ = ["HpaCpuConfig", "HpaCpuPolicy", "hpa_recommendation"]
+__all__ = ["HpaBehavior", "HpaCpuConfig", "HpaCpuPolicy", "hpa_recommendation"]
 
 
-class HpaCpuConfig(PolicyConfig):
-    min_replicas: int = Field(1, ge=1)          # HPA's minReplicas defaults to 1 and cannot be 0
-    max_replicas: int = Field(1000, ge=1)
-    target_cpu_utilization: float = Field(0.8, gt=0.0)
+class HpaBehavior(PolicyConfig):
+    """The HPA v2 defaults every HPA-driven scaler inherits: tolerance, stabilisation and rate policies."""
+
     tolerance: float = Field(0.1, ge=0.0, lt=1.0)
-    interval_s: float = Field(15.0, gt=0.0)
     scale_up_stabilization_s: float = Field(0.0, ge=0.0)
     scale_down_stabilization_s: float = Field(300.0, ge=0.0)
     scale_up_percent: float = Field(100.0, ge=0.0)
@@ -49,11 +47,12 @@ class HpaCpuConfig(PolicyConfig):
     scale_down_period_s: float = Field(15.0, gt=0.0)
     staleness_s: float = Field(60.0, gt=0.0)
 
-    @model_validator(mode="after")
-    def _check(self) -> "HpaCpuConfig":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
-        return self
+
+class HpaCpuConfig(HpaBehavior):
+    min_replicas: int = Field(1, ge=1)          # HPA's minReplicas defaults to 1 and cannot be 0
+    max_replicas: int = Field(1000, ge=1)
+    target_cpu_utilization: float = Field(0.8, gt=0.0)
+    interval_s: float = Field(15.0, gt=0.0)
 
 
 def hpa_recommendation(current: int, ready: int, unready: int, usage_ratio: float, tolerance: float) -> int:

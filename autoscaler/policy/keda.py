@@ -21,38 +21,23 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from autoscaler.policy._common import HpaStabilizer, PolicyConfig, clean, is_stale
+from autoscaler.policy._common import HpaStabilizer, clean, is_stale
 from autoscaler.policy.capacity import ReplicaCapacity
-from autoscaler.policy.hpa import finish_hpa
+from autoscaler.policy.hpa import HpaBehavior, finish_hpa
 from autoscaler.policy.types import Decision, Observation, Reason, Signal
 
 __all__ = ["KedaConfig", "KedaPolicy"]
 
 
-class KedaConfig(PolicyConfig):
+class KedaConfig(HpaBehavior):
     min_replicas: int = Field(1, ge=0)           # minReplicaCount (production stack: 1)
     max_replicas: int = Field(1000, ge=1)        # maxReplicaCount
     threshold: float = Field(5.0, gt=0.0)        # waiting requests per replica (AverageValue)
     activation_threshold: float = Field(0.0, ge=0.0)
     polling_interval_s: float = Field(15.0, gt=0.0)
     cooldown_period_s: float = Field(360.0, ge=0.0)
-    tolerance: float = Field(0.1, ge=0.0, lt=1.0)
-    scale_up_stabilization_s: float = Field(0.0, ge=0.0)
-    scale_down_stabilization_s: float = Field(300.0, ge=0.0)
-    scale_up_percent: float = Field(100.0, ge=0.0)
-    scale_up_pods: int = Field(4, ge=0)
-    scale_up_period_s: float = Field(15.0, gt=0.0)
-    scale_down_percent: float = Field(100.0, ge=0.0, le=100.0)
-    scale_down_period_s: float = Field(15.0, gt=0.0)
-    staleness_s: float = Field(60.0, gt=0.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "KedaConfig":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
-        return self
 
 
 class _KedaState:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from autoscaler.policy._common import PolicyConfig, TimeWindow, clean, is_stale
 from autoscaler.policy.capacity import ReplicaCapacity
@@ -47,12 +47,6 @@ class KnativeConfig(PolicyConfig):
     max_replicas: int = Field(1000, ge=1)
     tick_s: float = Field(2.0, gt=0.0)
     staleness_s: float = Field(60.0, gt=0.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "KnativeConfig":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
-        return self
 
 
 class _KnState:

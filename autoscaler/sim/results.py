@@ -90,6 +90,8 @@ def summarize(sim, m, wall_s: float) -> SimResult:
     out = w.output
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(out > 1, (done - first) / np.maximum(out - 1, 1), 0.0)
+    primary_ttft_ok = ok & (ttft <= PRIMARY_SLO.ttft_s + 1e-12)
+    cold_start_waits = int((sim.cold[sl] | (sim.behind_scale_up[sl] & ~primary_ttft_ok)).sum())
     att = {}
     for slo in SLOS:
         good = ok & (ttft <= slo.ttft_s + 1e-12) & (tpot <= slo.tpot_s + 1e-12)
@@ -107,7 +109,7 @@ def summarize(sim, m, wall_s: float) -> SimResult:
         dropped=drop_counts, slo_attainment=att,
         ttft_p50_s=_pct(ttft[ok], 50), ttft_p99_s=_pct(ttft[ok], 99),
         tpot_p50_s=_pct(tpot[ok], 50), tpot_p99_s=_pct(tpot[ok], 99),
-        gpu_hours=gpu_s / 3600.0, cold_start_waits=int(m.cold_waits),
+        gpu_hours=gpu_s / 3600.0, cold_start_waits=cold_start_waits,
         scale_events=m.scale_up_events + m.scale_down_events, scale_up_events=m.scale_up_events,
         scale_down_events=m.scale_down_events,
         idle_gpu_share=float(1.0 - h["busy_s"] / gpu_s) if gpu_s > 0 else 0.0,

@@ -4,8 +4,10 @@ Pieces (all on one virtual clock, seconds on the trace's own clock):
 
 * **Arrivals** from a `Workload` go to a gateway that routes round-robin over the model's Ready
   replicas (a Kubernetes Service / the vLLM production-stack router's default). With no Ready
-  replica the gateway holds the request until one is Ready (it "waited on a cold start"), or
-  drops it after `gateway_timeout_s`. A request longer than `max_model_len` or than the KV cache
+  replica the gateway holds the request until one is Ready, or drops it after
+  `gateway_timeout_s`. A request "waited on a cold start" if it was held so, or if it arrived
+  while a scale-up of its model was still starting (or pending) and then missed the TTFT SLO:
+  the capacity it needed was ordered but still loading. A request longer than `max_model_len` or than the KV cache
   is rejected at once (dropped), as vLLM does.
 * **Replicas** are `engine.Replica` engines. Lifecycle: Pending (no GPU free in the budget) ->
   Starting (GPU held; scheduling + image pull + weight load + warm-up) -> Ready -> Draining (no
@@ -84,7 +86,6 @@ class _Model:
     gen_gone: int = 0
     hist: list = field(default_factory=list)
     snaps: deque = field(default_factory=deque)
-    cold_waits: int = 0
     scale_up_events: int = 0
     scale_down_events: int = 0
     decisions: Counter = field(default_factory=Counter)
@@ -133,6 +134,7 @@ class Simulation:
         self.done = np.full(n0, np.nan)
         self.dropped = np.zeros(n0, dtype=np.int8)    # 1 rejected (too long), 2 gateway timeout, 3 unfinished
         self.cold = np.zeros(n0, dtype=bool)
+        self.behind_scale_up = np.zeros(n0, dtype=bool)
         self.start_s = min(m.spec.workload.start_s for m in self.models)
         self.end_s = max(m.spec.workload.end_s for m in self.models)
         self.gpus_used = 0
@@ -390,6 +392,7 @@ class Simulation:
         heappop = heapq.heappop
         dropped = self.dropped
         cold = self.cold
+        behind_scale_up = self.behind_scale_up
         limits = [(min(m.profile.engine.max_model_len, m.profile.engine.kv_cache_tokens)) for m in models]
         overheads = [m.profile.engine.request_overhead_s for m in models]
         progress = self.progress
@@ -416,6 +419,8 @@ class Simulation:
                 req = Request(rid, ta, p, o)
                 ready = m.ready
                 if ready:
+                    if m.starting or m.pending:
+                        behind_scale_up[rid] = True
                     rep = ready[m.rr % len(ready)]
                     m.rr += 1
                     tr = ta + overheads[mi]   # when the scheduler sees it
@@ -425,7 +430,6 @@ class Simulation:
                     rep.waiting.append(req)
                 else:
                     cold[rid] = True
-                    m.cold_waits += 1
                     m.gateway.append(req)
                 if progress is not None and i % prog_every == 0:
                     progress(i / N)

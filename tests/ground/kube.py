@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,7 +97,8 @@ def _kubeconfig(server: str, ca_file: Path, token: str, user: str) -> dict:
 
 
 def _healthy(url: str, token: str, ca_file: Path) -> bool:
-    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=str(ca_file), timeout=2)
+    tls = ssl.create_default_context(cafile=str(ca_file))
+    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=tls, timeout=2)
     return response.status_code == 200
 
 

@@ -13,11 +13,15 @@ from tests.ground.load import burst
 pytestmark = pytest.mark.integration
 
 WINDOW_S = 5.0
+SCRAPE_INTERVAL_S = 1.0  # the test ground's Prometheus
 
 
 def test_range_query_returns_per_model_request_and_token_rates(prometheus, vllm_engine):
     prometheus.add_target(vllm_engine.address)
-    queries = history_queries(WINDOW_S)
+    queries = history_queries(WINDOW_S, SCRAPE_INTERVAL_S)
+    # The counters must have a sample from before the first burst, or rate() cannot see it.
+    prometheus.wait_for_series(f'up{{instance="{vllm_engine.address}"}}', timeout_s=30, predicate=lambda v: v == 1)
+    time.sleep(2.0)
     start = time.time()
     # Two bursts with a quiet spell between them, so the history has both load and no load.
     for _ in range(2):
@@ -28,7 +32,7 @@ def test_range_query_returns_per_model_request_and_token_rates(prometheus, vllm_
     time.sleep(WINDOW_S)
     end = time.time()
 
-    series = {s.model: s for s in prometheus_history(prometheus.url, start, end, WINDOW_S)}
+    series = {s.model: s for s in prometheus_history(prometheus.url, start, end, WINDOW_S, scrape_interval_s=SCRAPE_INTERVAL_S)}
     assert vllm_engine.model in series
     s = series[vllm_engine.model]
     assert s.window_s == WINDOW_S

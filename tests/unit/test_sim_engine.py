@@ -134,6 +134,18 @@ def test_cold_start_from_zero_holds_requests_at_the_gateway():
     assert res.ttft_p99_s >= prof.cold_start.total_s - 1.5
 
 
+def test_requests_that_miss_ttft_behind_a_starting_scale_up_count_as_cold_start_waits():
+    prof = _profile()
+    w = _workload(n=3000, rate=100.0)
+    # One Ready replica is overloaded at once; the scale-up to 6 is still loading when the queue builds.
+    undersized = simulate(w, Fixed(6, interval_s=1.0), prof, SimConfig(initial_replicas=1))
+    steady = simulate(_workload(n=3000, rate=100.0), Fixed(1, interval_s=1.0), prof, SimConfig(initial_replicas=1))
+    assert undersized.slo_attainment["2s/100ms"] < 1.0
+    assert undersized.cold_start_waits > 0
+    # Without a scale-up in flight, the same misses are plain overload, not cold-start waits.
+    assert steady.cold_start_waits == 0
+
+
 def test_gpu_budget_caps_replicas_and_gpu_hours():
     prof = _profile()
     w = _workload(n=3000, rate=100.0)
