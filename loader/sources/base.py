@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -89,3 +90,12 @@ def read_fully(object_name: str, response: object, buf: memoryview, cancelled: C
         if isinstance(exc, SourceError):
             raise
         raise PartialReadError(object_name, f"read failed after {received} of {total} bytes: {exc!r}", received) from exc
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+def object_size_from_content_range(content_range: str | None, fallback: int) -> int:
+    """The object's full size from a ``Content-Range: bytes a-b/size`` header, else `fallback`."""
+    match = _CONTENT_RANGE.match(content_range or "")
+    return int(match.group(3)) if match else int(fallback)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
@@ -14,9 +13,15 @@ from loader.errors import (
     SourceError,
     TransientSourceError,
 )
-from loader.sources.base import Cancelled, ObjectInfo, PartialReadError, ReadCancelled, read_fully
+from loader.sources.base import (
+    Cancelled,
+    ObjectInfo,
+    PartialReadError,
+    ReadCancelled,
+    object_size_from_content_range,
+    read_fully,
+)
 
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class HttpSource:
@@ -71,8 +76,8 @@ class HttpSource:
             raise TransientSourceError(self.uri(name), f"read failed: {exc!r}") from exc
         finally:
             resp.close()
-        match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-        size = int(match.group(3)) if match else int(resp.headers.get("Content-Length", len(data)))
+        size = object_size_from_content_range(resp.headers.get("Content-Range"),
+                                              resp.headers.get("Content-Length", len(data)))
         return data, ObjectInfo(size, resp.headers.get("ETag"))
 
     def read_into(

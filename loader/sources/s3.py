@@ -10,7 +10,6 @@ read stopped, and hedges slow ranges, which botocore cannot do (it retries whole
 from __future__ import annotations
 
 import os
-import re
 
 import boto3
 import botocore.config
@@ -23,9 +22,15 @@ from loader.errors import (
     SourceError,
     TransientSourceError,
 )
-from loader.sources.base import Cancelled, ObjectInfo, PartialReadError, ReadCancelled, read_fully
+from loader.sources.base import (
+    Cancelled,
+    ObjectInfo,
+    PartialReadError,
+    ReadCancelled,
+    object_size_from_content_range,
+    read_fully,
+)
 
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 _CHANGED = {"PreconditionFailed", "412"}
@@ -114,8 +119,7 @@ class S3Source:
             raise self._translate(name, exc) from exc
         finally:
             body.close()
-        match = _CONTENT_RANGE.match(resp.get("ContentRange") or "")
-        size = int(match.group(3)) if match else int(resp["ContentLength"])
+        size = object_size_from_content_range(resp.get("ContentRange"), resp["ContentLength"])
         return data, ObjectInfo(size, resp.get("ETag"))
 
     def stat(self, name: str) -> ObjectInfo:
