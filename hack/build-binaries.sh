@@ -45,8 +45,10 @@ build_all() {
   REPLACES="" build_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   local kldflags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
-  local replaces; replaces="$(kubernetes_replaces)"
+  local replaces=""
   for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+    # Derived only when something must be built: it downloads the k8s.io/kubernetes module.
+    [[ -x "$CACHE/bin/$cmd-$KUBERNETES_VERSION/$cmd" || -n "$replaces" ]] || replaces="$(kubernetes_replaces)"
     REPLACES="$replaces" build_tool "$cmd" "$KUBERNETES_VERSION" k8s.io/kubernetes "k8s.io/kubernetes/cmd/$cmd" "$kldflags"
   done
   log "binaries ready under $CACHE/bin"
