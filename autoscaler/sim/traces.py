@@ -215,6 +215,17 @@ class RateTrace:
         return np.interp(t, centres, self.rates)
 
 
+def _nonnegative_cell(path, row_no: int, column: str, text: str, what: str) -> float:
+    """A finite, non-negative number from one CSV cell, or a TraceError naming file, row and column."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceError(path, row_no, column, f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise TraceError(path, row_no, column, f"negative or non-finite {what} {text!r}")
+    return value
+
+
 def load_rate_trace(path: str | Path, model: str | None) -> RateTrace:
     path = Path(path)
     by_model: dict[str, list[tuple[float, float, int]]] = {}
@@ -230,23 +241,13 @@ def load_rate_trace(path: str | Path, model: str | None) -> RateTrace:
             if len(row) < width:
                 raise TraceError(path, row_no, None, f"row has {len(row)} cells, the header names {width} or more")
             name = row[im].strip()
-            try:
-                start = float(row[iw])
-            except ValueError:
-                raise TraceError(path, row_no, "window_start_s", f"{row[iw]!r} is not a number") from None
-            if not math.isfinite(start) or start < 0:
-                raise TraceError(path, row_no, "window_start_s", f"negative or non-finite start {row[iw]!r}")
+            start = _nonnegative_cell(path, row_no, "window_start_s", row[iw], "start")
             if start <= last.get(name, -math.inf):
                 raise TraceError(path, row_no, "window_start_s",
                                  f"windows of model {name!r} are not sorted: {row[iw]!r} does not come after "
                                  f"{last[name]:g}")
             last[name] = start
-            try:
-                rate = float(row[ir])
-            except ValueError:
-                raise TraceError(path, row_no, "aggregate_rate_rps", f"{row[ir]!r} is not a number") from None
-            if not math.isfinite(rate) or rate < 0:
-                raise TraceError(path, row_no, "aggregate_rate_rps", f"negative or non-finite rate {row[ir]!r}")
+            rate = _nonnegative_cell(path, row_no, "aggregate_rate_rps", row[ir], "rate")
             by_model.setdefault(name, []).append((start, rate, row_no))
     if not by_model:
         raise TraceError(path, 2, None, "no windows after the header")
