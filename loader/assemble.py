@@ -61,6 +61,14 @@ class LoadPlan:
     jobs: tuple[RangeJob, ...]
     pieces: tuple[tuple[Piece, ...], ...]  # by job seq
 
+    def most_ranges_per_tensor(self) -> int:
+        """The largest number of ranges any one tensor's bytes are spread over."""
+        spans: dict[int, int] = {}
+        for job_pieces in self.pieces:
+            for piece in job_pieces:
+                spans[piece.tensor] = spans.get(piece.tensor, 0) + 1
+        return max(spans.values(), default=0)
+
 
 def plan_load(checkpoint: Checkpoint, range_bytes: int, *, whole_objects: frozenset[int] = frozenset()) -> LoadPlan:
     """Cut every shard's data section into ranges of at most ``range_bytes``.
@@ -111,6 +119,8 @@ class DeviceAssembler:
         self._dest: dict[int, torch.Tensor] = {}
         self._remaining = [spec.nbytes for _, spec in plan.tensors]
         self._pending: deque[tuple[object, list[Slot], list[int]]] = deque()
+        self._lease_waits: dict[int, tuple[int, Slot]] = {}  # direct: range seq -> (unfinished tensors, lease)
+        self._leases_on_tensor: dict[int, list[int]] = {}  # direct: tensor -> range seqs whose lease waits on it
 
     def _destination(self, index: int) -> torch.Tensor:
         dest = self._dest.get(index)
@@ -148,12 +158,14 @@ class DeviceAssembler:
         """Copy one range into place; returns tensors completed (CPU) — CUDA ones come from ``drain``."""
         done: list[int] = []
         if self._direct is not None:  # bytes are already in place
-            for piece in self._plan.pieces[job.seq]:
+            pieces = self._plan.pieces[job.seq]
+            for piece in pieces:
                 self._remaining[piece.tensor] -= piece.length
                 if self._remaining[piece.tensor] == 0:
                     done.append(piece.tensor)
             if release:
-                self._direct.release(slot)
+                self._hold_lease_until_complete(job.seq, pieces, slot)
+                self._release_leases_of(done)
             return done
         if self._cuda:
             assert self._stream is not None
@@ -186,6 +198,30 @@ class DeviceAssembler:
         if release:
             self._ring.release(slot)
         return done
+
+    def _hold_lease_until_complete(self, seq: int, pieces: tuple[Piece, ...], slot: Slot) -> None:
+        # A range's bytes stay resident until every tensor they belong to is handed over, so its
+        # read-ahead lease is held until then: the leases then bound everything the loader holds,
+        # partly assembled tensors included.
+        unfinished = {piece.tensor for piece in pieces if self._remaining[piece.tensor] > 0}
+        self._lease_waits[seq] = (len(unfinished), slot)
+        for tensor in unfinished:
+            self._leases_on_tensor.setdefault(tensor, []).append(seq)
+        if not unfinished:
+            self._release_lease(seq)
+
+    def _release_leases_of(self, finished: list[int]) -> None:
+        for tensor in finished:
+            for seq in self._leases_on_tensor.pop(tensor, ()):
+                count, slot = self._lease_waits[seq]
+                self._lease_waits[seq] = (count - 1, slot)
+                if count == 1:
+                    self._release_lease(seq)
+
+    def _release_lease(self, seq: int) -> None:
+        _, slot = self._lease_waits.pop(seq)
+        assert self._direct is not None
+        self._direct.release(slot)
 
     def drain(self, *, wait: bool) -> list[int]:
         """Release slots whose copies have finished; ``wait``: block for the oldest one."""

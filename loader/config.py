@@ -19,7 +19,9 @@ class LoaderConfig(BaseModel):
     concurrency: int = Field(16, ge=1, le=512, description="parallel ranged GETs in flight")
     range_bytes: int = Field(16 * MiB, ge=64 * 1024, le=1024 * MiB, description="bytes per ranged GET")
     memory_limit_bytes: int = Field(
-        256 * MiB, ge=128 * 1024, description="host staging ring (pinned when the target is CUDA)"
+        256 * MiB, ge=128 * 1024,
+        description="host staging ring (pinned when the target is CUDA); for direct host reads, the bytes read "
+        "ahead of the consumer, partly assembled tensors included (raised to fit the largest tensor)",
     )
     direct_host_reads: bool = Field(
         True, description="CPU targets: read straight into the tensors' memory instead of through the ring"
@@ -28,6 +30,9 @@ class LoaderConfig(BaseModel):
         0, ge=0,
         description="direct host reads: fault destination pages in this far ahead of the reads on a helper thread "
         "(0: off); counts against memory_limit_bytes",
+    )
+    huge_pages: bool = Field(
+        True, description="direct host reads: back destination memory with transparent huge pages (fewer page faults)"
     )
     map_local_files: bool = Field(
         True, description="CPU target, local file: map it copy-on-write instead of reading (as load_file does)"

@@ -155,10 +155,14 @@ def _stream(
     ring: SlotRing | DirectTargets
     if dev.type == "cpu" and config.direct_host_reads:
         ring = DirectTargets({
-            i: (HostBuffer(s.header.object_size - base, prefault_window=config.prefault_window_bytes), base)
+            i: (HostBuffer(
+                s.header.object_size - base,
+                prefault_window=config.prefault_window_bytes,
+                huge_pages=config.huge_pages,
+            ), base)
             for i, s in enumerate(checkpoint.shards)
             for base in [0 if i in verified else s.header.data_start]
-        }, leases=config.read_ahead_ranges)
+        }, leases=max(config.read_ahead_ranges, plan.most_ranges_per_tensor() + 1))
     else:
         ring = SlotRing(config.slots, config.effective_range_bytes, pinned=dev.type == "cuda")
     assembler = DeviceAssembler(checkpoint, plan, ring, dev)

@@ -88,3 +88,23 @@ def test_a_winning_hedge_marks_its_span_and_puts_its_bytes_in_place() -> None:
     assert bytes(targets.view(lease, job)) == b"\x05" * PAGE
     assert targets.shared_with_loser(0, 100 + PAGE + 10, 100 + PAGE + 20)
     assert not targets.shared_with_loser(0, 100, 100 + PAGE)
+
+
+def _vm_flags(address: int) -> set[str]:
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("VmFlags:"):
+                return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_destination_memory_asks_for_huge_pages_unless_told_not_to() -> None:
+    with_huge = HostBuffer(8 * MiB)
+    without = HostBuffer(8 * MiB, huge_pages=False)
+    assert "hg" in _vm_flags(with_huge.bytes_tensor().data_ptr())
+    assert "hg" not in _vm_flags(without.bytes_tensor().data_ptr())

@@ -158,3 +158,31 @@ def test_object_changed_mid_load(sharded: Path, tmp_path: Path) -> None:
 def test_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFoundError, match="no model.safetensors"):
         load_checkpoint(str(tmp_path), "cpu", LoaderConfig())
+
+
+def test_direct_reads_hold_a_range_lease_until_every_tensor_it_feeds_is_complete(mixed: Path) -> None:
+    from loader.assemble import DeviceAssembler, plan_load
+    from loader.checkpoint import resolve_checkpoint
+    from loader.hostmem import HostBuffer
+    from loader.ring import DirectTargets
+    from loader.sources import LocalSource
+
+    checkpoint = resolve_checkpoint(LocalSource(mixed))
+    plan = plan_load(checkpoint, 64 * 1024)
+    big = next(i for i, (_, spec) in enumerate(plan.tensors) if spec.name == "big")
+    big_jobs = [job for job in plan.jobs if any(p.tensor == big for p in plan.pieces[job.seq])]
+    assert len(big_jobs) == plan.most_ranges_per_tensor() >= 13  # 840,000 bytes over 64 KiB ranges
+    shard = checkpoint.shards[0]
+    targets = DirectTargets({0: (HostBuffer(shard.header.object_size), 0)}, leases=len(big_jobs) + 1)
+    assembler = DeviceAssembler(checkpoint, plan, targets, torch.device("cpu"))
+    leases = len(big_jobs) + 1
+    for job in big_jobs[:-1]:
+        assert big not in assembler.consume(job, targets.acquire(), release=True)
+    # Every range of "big" but its last is in: their bytes are resident, so their leases stay out.
+    taken = list(iter(lambda: targets.acquire(block=False), None))
+    assert len(taken) == leases - (len(big_jobs) - 1)
+    for lease in taken:
+        targets.release(lease)
+    assert big in assembler.consume(big_jobs[-1], targets.acquire(), release=True)
+    # "big" is complete: the leases of its ranges come back (the last may still feed the next tensor).
+    assert len(list(iter(lambda: targets.acquire(block=False), None))) >= leases - 1
