@@ -34,6 +34,11 @@ class LoaderConfig(BaseModel):
     huge_pages: bool = Field(
         True, description="direct host reads: back destination memory with transparent huge pages (fewer page faults)"
     )
+    recycle_pages: bool = Field(
+        True,
+        description="direct host reads: move the pages of tensors the consumer drops to where the next reads land "
+        "(mremap) instead of faulting in fresh ones; up to a quarter of memory_limit_bytes waits ahead of the reads",
+    )
     map_local_files: bool = Field(
         True, description="CPU target, local file: map it copy-on-write instead of reading (as load_file does)"
     )
@@ -67,9 +72,16 @@ class LoaderConfig(BaseModel):
         return max(2, self.memory_limit_bytes // self.effective_range_bytes)
 
     @property
+    def recycle_window_bytes(self) -> int:
+        """Direct host reads: recycled pages that may wait ahead of the reads (0 when recycling is off)."""
+        return self.memory_limit_bytes // 4 if self.recycle_pages else 0
+
+    @property
     def read_ahead_ranges(self) -> int:
-        """Direct host reads: ranges read ahead of the consumer; the prefault window comes out of the same budget."""
-        return max(2, (self.memory_limit_bytes - self.prefault_window_bytes) // self.effective_range_bytes)
+        """Direct host reads: ranges read ahead of the consumer; the prefault and recycle windows come out of the
+        same budget."""
+        budget = self.memory_limit_bytes - self.prefault_window_bytes - self.recycle_window_bytes
+        return max(2, budget // self.effective_range_bytes)
 
     @classmethod
     def from_env(cls, **overrides: object) -> LoaderConfig:

@@ -19,7 +19,7 @@ from loader.checkpoint import Checkpoint, resolve_checkpoint
 from loader.config import LoaderConfig
 from loader.errors import IntegrityError, LoaderError
 from loader.fetch import FetchStats, RangeFetcher, RangeJob
-from loader.hostmem import HostBuffer
+from loader.hostmem import HostBuffer, PageRecycler
 from loader.mapped import stream_mapped
 from loader.ring import DirectTargets, Slot, SlotRing
 from loader.sources import LocalSource, open_source
@@ -40,6 +40,7 @@ class LoadReport:
     seconds: float = 0.0
     first_tensor_s: float | None = None
     fetch: FetchStats = field(default_factory=FetchStats)
+    recycled_bytes: int = 0  # pages of dropped tensors moved to where later reads landed
 
     @property
     def gb_per_s(self) -> float:
@@ -153,8 +154,9 @@ def _stream(
     }
     held: dict[int, list[int]] = {i: [] for i in verified}
     ring: SlotRing | DirectTargets
+    recycler: PageRecycler | None = None
     if dev.type == "cpu" and config.direct_host_reads:
-        ring = DirectTargets({
+        buffers = {
             i: (HostBuffer(
                 s.header.object_size - base,
                 prefault_window=config.prefault_window_bytes,
@@ -162,7 +164,10 @@ def _stream(
             ), base)
             for i, s in enumerate(checkpoint.shards)
             for base in [0 if i in verified else s.header.data_start]
-        }, leases=max(config.read_ahead_ranges, plan.most_ranges_per_tensor() + 1))
+        }
+        if config.recycle_pages:
+            recycler = PageRecycler([buf for buf, _ in buffers.values()], config.recycle_window_bytes)
+        ring = DirectTargets(buffers, leases=max(config.read_ahead_ranges, plan.most_ranges_per_tensor() + 1))
     else:
         ring = SlotRing(config.slots, config.effective_range_bytes, pinned=dev.type == "cuda")
     assembler = DeviceAssembler(checkpoint, plan, ring, dev)
@@ -221,6 +226,8 @@ def _stream(
     finally:
         fetcher.stop()
         report.seconds = time.perf_counter() - started
+        if recycler is not None:
+            report.recycled_bytes = recycler.moved_bytes
 
 
 def load_checkpoint(

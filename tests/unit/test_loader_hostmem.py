@@ -108,3 +108,22 @@ def test_destination_memory_asks_for_huge_pages_unless_told_not_to() -> None:
     without = HostBuffer(8 * MiB, huge_pages=False)
     assert "hg" in _vm_flags(with_huge.bytes_tensor().data_ptr())
     assert "hg" not in _vm_flags(without.bytes_tensor().data_ptr())
+
+
+def test_recycler_moves_a_dropped_tensors_pages_past_the_reads_within_its_window() -> None:
+    from loader.hostmem import PageRecycler
+
+    buf = HostBuffer(16 * PAGE, huge_pages=False)
+    buf.view[: 8 * PAGE] = b"\x07" * (8 * PAGE)
+    buf.reading(8 * PAGE + 100)  # a read has started on page 8: nothing may land there
+    recycler = PageRecycler([buf], window=2 * PAGE)
+    tensor = buf.tensor(0, 4 * PAGE)
+    del tensor
+    gc.collect()
+    assert recycler.moved_bytes == 2 * PAGE  # the window's worth; the other two pages went back to the OS
+    data = bytes(buf.view[2 * PAGE:])  # pages 0-1 are now a hole: never touched again
+    assert data[: 2 * PAGE] == bytes(2 * PAGE)  # released
+    assert data[2 * PAGE: 6 * PAGE] == b"\x07" * (4 * PAGE)  # pages 4-7 untouched
+    assert data[6 * PAGE: 7 * PAGE] == bytes(PAGE)  # page 8, being read, untouched
+    assert data[7 * PAGE: 9 * PAGE] == b"\x07" * (2 * PAGE)  # pages 0-1 moved to 9-10, their old bytes with them
+    assert data[9 * PAGE:] == bytes(5 * PAGE)

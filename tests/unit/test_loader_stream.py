@@ -186,3 +186,17 @@ def test_direct_reads_hold_a_range_lease_until_every_tensor_it_feeds_is_complete
     assert big in assembler.consume(big_jobs[-1], targets.acquire(), release=True)
     # "big" is complete: the leases of its ranges come back (the last may still feed the next tensor).
     assert len(list(iter(lambda: targets.acquire(block=False), None))) >= leases - 1
+
+
+def test_pages_of_dropped_tensors_are_reused_for_later_reads_without_changing_a_byte(sharded: Path) -> None:
+    want = reference(sharded)
+    config = LoaderConfig(range_bytes=64 * 1024, memory_limit_bytes=1024 * 1024, concurrency=3, map_local_files=False)
+    report = LoadReport(location=str(sharded))
+    for name, tensor in stream_checkpoint(str(sharded), "cpu", config, report=report):
+        copy = tensor.clone()  # what a model's weight loader does, before it drops the tensor
+        del tensor
+        assert torch.equal(copy.view(torch.uint8), want[name].view(torch.uint8)), name
+    assert report.recycled_bytes > 0
+    off = LoadReport(location=str(sharded))
+    assert_same(load_checkpoint(str(sharded), "cpu", config.model_copy(update={"recycle_pages": False}), report=off), want)
+    assert off.recycled_bytes == 0
