@@ -58,7 +58,8 @@ class HostBuffer:
         self._window = prefault_window
         self._frontier = 0
         self._backed_to = 0  # pages before this offset (and past the frontier) hold recycled pages
-        self._recycler: PageRecycler | None = None
+        # Weak: recycling lasts as long as the load that set it up; drops after that release pages.
+        self._recycler: weakref.ref[PageRecycler] | None = None
         self._cond = threading.Condition()
         self._stopped = False
         if prefault_window > 0 and size >= PREFAULT_CHUNK:
@@ -104,7 +105,8 @@ class HostBuffer:
         return torch.from_numpy(part)
 
     def _dropped(self, first: int, last: int) -> None:
-        if self._recycler is None or not self._recycler.recycle(self, first, last):
+        recycler = self._recycler() if self._recycler is not None else None
+        if recycler is None or not recycler.recycle(self, first, last):
             _release(self._map, first, last - first)
 
     def _room_ahead(self) -> tuple[int, int]:
@@ -140,7 +142,7 @@ class PageRecycler:
         self._working = _mremap is not None
         self.moved_bytes = 0
         for buf in buffers:
-            buf._recycler = self
+            buf._recycler = weakref.ref(self)
 
     def recycle(self, source: HostBuffer, first: int, last: int) -> bool:
         """Move pages ``[first, last)`` of ``source`` ahead of the reads; False: release them instead."""
