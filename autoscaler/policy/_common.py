@@ -145,6 +145,15 @@ class MaxWindow:
         """Max over [t_last - span_s, t_last] where t_last is the newest sample's time."""
         return self._q[0][1] if self._q else None
 
+    def max_at(self, t: float) -> float | None:
+        """Max over [t - span_s, t]: samples older than that are dropped even when no new sample
+        came (a window fed only now and then must still forget). None when none is left."""
+        q = self._q
+        cut = t - self.span_s
+        while q and q[0][0] < cut:
+            q.popleft()
+        return q[0][1] if q else None
+
     def __len__(self) -> int:
         return len(self._q)
 
@@ -252,3 +261,17 @@ class HpaStabilizer:
             keep = t - max(self.up_period_s, self.down_period_s)
             while ev and ev[0][0] <= keep:
                 ev.popleft()
+
+
+def recent_rate_bound(rate_now: float, rate_prev: float, window_s: float, dt_s: float) -> float:
+    """Lower bound on the rate over the newest `dt_s` seconds, from two samples of a `window_s`
+    rate (rate(x[window]) in Prometheus) taken `dt_s` apart.
+
+    r(t) = (C(t) - C(t - W)) / W for a counter C that never decreases, so
+    C(t) - C(t - dt) = W (r(t) - r(t - dt)) + C(t - W) - C(t - W - dt) >= W (r(t) - r(t - dt)):
+    a burst shows at (W / dt) x the rise of the window rate, not at its 1/(W/dt) share of the
+    window's mean. 0 when the rate fell (the bound says nothing then) or the spacing is unusable.
+    """
+    if not (0.0 < dt_s <= window_s) or rate_now <= rate_prev:
+        return 0.0
+    return (rate_now - rate_prev) * window_s / dt_s

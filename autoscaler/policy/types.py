@@ -96,6 +96,7 @@ class Signal(StrEnum):
     FORECAST = "forecast"
     FLOOR = "floor"
     TREND = "trend"
+    BURST = "burst"
     BOUNDS = "bounds"
     IDLE = "idle"
     NONE = "none"

@@ -200,3 +200,30 @@ def test_sliding_windows_match_brute_force():
         assert tw.mean_since(t - 30.0) == pytest.approx(sum(inside) / len(inside))
     slope, n, span = lsq_slope([(float(i), 2.0 + 0.5 * i) for i in range(10)])
     assert (slope, n, span) == (pytest.approx(0.5), 10, 9.0)
+
+
+# ------------------------------------------------------------------ burst helpers
+
+def test_recent_rate_bound_reads_a_burst_from_the_rise_of_the_window_rate():
+    from autoscaler.policy._common import recent_rate_bound
+
+    # a 60 s rate going 2 -> 3 per s in 15 s: the newest 15 s carried >= 60 x 1 = 60 arrivals = 4 per s
+    assert recent_rate_bound(3.0, 2.0, 60.0, 15.0) == pytest.approx(4.0)
+    # from zero: a 15 s burst of 12 per s shows as a 60 s rate of 3; the bound recovers the 12
+    assert recent_rate_bound(3.0, 0.0, 60.0, 15.0) == pytest.approx(12.0)
+    # a falling rate, or a spacing outside (0, window], says nothing
+    assert recent_rate_bound(2.0, 3.0, 60.0, 15.0) == 0.0
+    assert recent_rate_bound(3.0, 2.0, 60.0, 0.0) == 0.0
+    assert recent_rate_bound(3.0, 2.0, 60.0, 90.0) == 0.0
+
+
+def test_max_window_forgets_without_new_samples():
+    from autoscaler.policy._common import MaxWindow
+
+    w = MaxWindow(30.0)
+    w.add(0.0, 5.0)
+    w.add(10.0, 3.0)
+    assert w.max_at(20.0) == 5.0      # [-10, 20] holds both
+    assert w.max_at(35.0) == 3.0      # [5, 35]: the 5 at t=0 is gone
+    assert w.max_at(50.0) is None     # [20, 50]: nothing left
+    assert w.max() is None

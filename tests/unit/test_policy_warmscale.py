@@ -437,3 +437,83 @@ def test_headroom_does_not_move_on_stale_data():
     p = ws(headroom_max=5.0)
     d = p.decide(busy_obs(100, 5, 1.0, ttft_p95=1.5, metrics_time=0.0))
     assert "h=1.00" in d.detail
+
+
+# ------------------------------------------------------------------ burst memory
+
+def _burst(p, *, ramp: bool = False, repeats: bool = False):
+    """Idle samples every 15 s from t=0, then at t=75 the 60 s rate shows need 1.0 (busy 0.5);
+    ramp=True: need 0.5 already at t=60. Each sample is decided on three times 5 s apart (a 15 s
+    scrape, a 5 s loop), with its metrics_time, or (repeats=True) without one."""
+    d = None
+    for t in range(0, 76, 5):
+        sample = t - t % 15
+        need = 1.0 if sample == 75 else (0.5 if ramp and sample == 60 else 0.0)
+        kw = {} if repeats else {"metrics_time": float(sample)}
+        d = p.decide(busy_obs(t, 2, need, **kw))
+    return d
+
+
+def test_burst_seen_by_the_rise_of_the_window_rate_orders_its_peak():
+    # busy 0 -> 0.5 between samples 15 s apart on a 60 s rate: the newest 15 s ran at >= 60/15 x
+    # 0.5 = 2.0 busy; held = 0.5 + burst_factor 3 x (2.0 - 0.5) = 5.0 busy = 10 replicas at u 0.5.
+    # (The 5 s between decisions is not the spacing: 60/5 x 0.5 = 6 would give 0.5 + 3 x 5.5 -> 34.)
+    d = _burst(ws(burst_hold_s=600, burst_factor=3.0))
+    assert (d.desired, d.signal, d.reason) == (10, "burst", Reason.SCALE_UP_STABLE)
+    # burst_factor 1 holds the bound itself: 2.0 busy = 4 replicas
+    assert _burst(ws(burst_hold_s=600, burst_factor=1.0)).desired == 4
+
+
+def test_burst_bound_without_metrics_time_spans_the_time_since_the_value_changed():
+    # with metrics_time: busy 0 -> 0.25 at t=60 (bound 4 x 0.25 = 1.0, held 0.25 + 3 x 0.75 = 2.5)
+    # and 0.25 -> 0.5 at t=75 (bound 1.0, held 0.5 + 3 x 0.5 = 2.0): max 2.5 busy -> 5 replicas
+    assert _burst(ws(burst_hold_s=600, burst_factor=3.0), ramp=True).desired == 5
+    # without it, repeats of a value are one sample: the change at t=60 spans 60 s since the last
+    # change (t=0): bound 60/60 x 0.25 = the rate itself, nothing held; the one at t=75 spans 15 s:
+    # held 2.0 busy -> 4 replicas (counting the repeats as samples 5 s apart would give 16)
+    assert _burst(ws(burst_hold_s=600, burst_factor=3.0), ramp=True, repeats=True).desired == 4
+    # after a flat stretch longer than the rate window the spacing is unknown: no bound at all
+    assert _burst(ws(burst_hold_s=600, burst_factor=3.0), repeats=True).desired == 2
+
+
+def test_burst_hold_keeps_the_fleet_through_a_gap_and_lets_go_after_burst_hold_s():
+    p = ws(burst_hold_s=600, burst_factor=3.0)
+    _burst(p)
+    d = None
+    for t in range(80, 671, 5):       # idle again; the sample of t=75 is held until t=675
+        d = p.decide(busy_obs(t, 10, 0.0, metrics_time=float(t - t % 15)))
+        assert d.desired == 10, (t, d.detail)
+    assert d.signal == "burst"
+    d = p.decide(busy_obs(680, 10, 0.0, metrics_time=675.0))
+    # held sample gone: need ~0, down /2 per 60 s from 10 -> 5
+    assert (d.desired, d.reason) == (5, Reason.RATE_LIMITED_DOWN)
+
+
+def test_burst_hold_off_and_before_a_full_rate_window_of_history():
+    assert _burst(ws(burst_hold_s=0)).desired == 2           # off: need 1.0 (trend <= 2x) fits 2
+    p = ws(burst_hold_s=600, burst_factor=3.0)
+    p.decide(busy_obs(0, 2, 0.0, metrics_time=0.0))
+    # 15 s after the first sample the caller's 60 s window is not full: a rise there overstates
+    d = p.decide(busy_obs(15, 2, 1.0, metrics_time=15.0))
+    assert d.desired == 2 and d.signal != "burst"
+
+
+def test_smooth_traffic_never_sets_the_burst_hold_off():
+    # busy 1.0 -> 1.2 in 15 s: bound 4 x 0.2 = 0.8 < 1.2 (the newest 15 s ran below the mean)
+    def run(p):
+        out = []
+        for t in range(0, 301, 15):
+            need = 2.0 if t < 120 else 2.4
+            out.append(p.decide(busy_obs(t, 3, need, metrics_time=float(t))))
+        return [(d.desired, d.reason, d.signal) for d in out]
+
+    on, off = run(ws(burst_hold_s=600, burst_factor=3.0)), run(ws(burst_hold_s=0))
+    assert on == off
+    assert all(sig != "burst" for _, _, sig in on)
+
+
+def test_burst_factor_below_one_is_rejected_by_name():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="burst_factor"):
+        ws(burst_factor=0.5)
