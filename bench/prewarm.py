@@ -17,9 +17,10 @@ Set-up (printed with the results):
 * "cold-start waits" is the simulator's count of requests held because no replica was Ready;
   "SLO misses" are requests outside the primary SLO; all runs use the same arrivals (same seed);
 * modes: reactive (warmscale alone), prewarm (the policy gets the floor and the forecast, which it
-  also turns into a need of its own), prewarm_floor_only (the policy gets only the floor).
+  also turns into a need of its own; a fallback forecast made without enough history to choose
+  members is withheld, see forecasting/prewarm.py), prewarm_floor_only (the policy gets only the floor).
 
-Writes bench/results/prewarm.{json,md}.
+Writes bench/results/prewarm.{json,md} (or --out-dir).
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(a vLLM image pulled on a fresh node takes minutes); results go to prewarm_cold<N>.{json,md}")
     parser.add_argument("--utilisation", type=float, default=TARGET_UTILISATION, help="planner target utilisation")
     parser.add_argument("--quantile", choices=("p50", "p90"), default="p90", help="forecast quantile the floor covers")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where to write the results (default bench/results)")
     args = parser.parse_args(argv)
     profile = load_profile(PROFILE)
     name = "prewarm"
@@ -172,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{trace}: " + json.dumps(row["change_vs_reactive"]), flush=True)
     report = {"profile": PROFILE, "cold_start_s": profile.cold_start.total_s, "planner": {"utilisation": args.utilisation, "quantile": args.quantile}, "traces": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{name}.md").write_text(markdown(report))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (args.out_dir / f"{name}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

@@ -70,6 +70,8 @@ class EnsembleConfig(BaseModel):
     library_refit_windows: int = Field(36, ge=1, description="origins between refits of the (slow) MSTL member")
     adaptive_step: float = Field(0.05, ge=0, description="adaptive-conformal step of the members' P90 level per origin (0: fixed level)")
     recalibrate_every: int = Field(12, ge=1, description="origins between recomputations of the members' conformal quantiles")
+    regime_bands: bool = Field(True, description="separate conformal bands for origins whose past hour rose by more than regime_rise (Mondrian)")
+    regime_rise: float = Field(0.1, ge=0, description="relative rise over the past hour that puts an origin in the rising regime")
 
     def model_post_init(self, __context: object) -> None:
         unknown = [m for m in self.members if m not in MEMBER_NAMES]
@@ -81,7 +83,8 @@ def build_members(config: EnsembleConfig) -> list[Member]:
     """Instantiate the configured members."""
     p = config.period
     band = dict(calibration_windows=config.calibration_windows, recalibrate_every=config.recalibrate_every,
-                adaptive_step=config.adaptive_step)
+                adaptive_step=config.adaptive_step, rise_windows=max(1, round(p / 24)) if config.regime_bands else 0,
+                rise_threshold=config.regime_rise)
     additive = ConformalBand(**band)
     relative = ConformalBand(**band, relative=True)
     factories = {

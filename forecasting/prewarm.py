@@ -8,6 +8,13 @@ planner's floor for the demand one cold start ahead, and `forecast()` the `Deman
 
 Token rates are forecast as the request-rate quantile times the mean tokens per request over the
 last `token_ratio_windows` windows: tokens per request move slowly compared with the request rate.
+
+The forecast itself goes to the policy (`forecast()`) only once the ensemble was chosen by a
+backtest. A fallback (too little history to score members: the last value with a band) carries
+nothing the policy's own rate and trend signals lack, but the policy would still turn its P90 band
+into a need of its own and hold it for its stable window. On the one-hour Azure conversation
+trace that cost GPU-hours for no fewer cold-start waits (bench/prewarm.py); the floor, which the
+planner sizes at the target utilisation, is still given.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class ForecastPrewarmer:
         token_ratio_windows: int = 6,
         history_windows: int | None = None,
         share_forecast: bool = True,
+        share_fallback_forecast: bool = False,
     ) -> None:
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
@@ -69,6 +77,7 @@ class ForecastPrewarmer:
         needed = 8 * config.period + config.selection_windows + config.calibration_windows
         self.history_windows = history_windows or needed
         self.share_forecast = share_forecast
+        self.share_fallback_forecast = share_fallback_forecast
         self._models: dict[str, _ModelState] = {}
 
     def cold_start_s(self, model: str) -> float:
@@ -126,9 +135,15 @@ class ForecastPrewarmer:
         """The forecast handed to the policy (`Observation.forecast`); None when `share_forecast` is off.
 
         With `share_forecast=False` the policy sees only the floor, so the forecast bounds the fleet
-        from below but does not also enter the policy's own need.
+        from below but does not also enter the policy's own need. A fallback forecast (too little
+        history to choose members) is withheld unless `share_fallback_forecast` is set.
         """
-        return self.demand_forecast(model, now) if self.share_forecast else None
+        if not self.share_forecast:
+            return None
+        forecast = self.demand_forecast(model, now)
+        if forecast is None or self.share_fallback_forecast or not forecast.method.startswith("fallback"):
+            return forecast
+        return None
 
     def demand_forecast(self, model: str, now: float) -> DemandForecast | None:
         """The forecast for `model` at `now + cold start`, or None before the first window completes."""

@@ -320,12 +320,15 @@ class WarmscalePolicy:
                 pred = min(rate_pw + slope * self.lead_s, rate_pw * cfg.max_trend_factor)
         fc_need: float | None = None
         fc = obs.forecast
+        # A P90 forecast carries its own margin: sized at the target utilisation, not scaled by
+        # the SLO headroom too (which would then be held for a stable window through need_pw).
+        u_fc = cfg.target_utilization
         if fc is not None and fc.target_time >= t - cfg.interval_s:
             if fc.prompt_tokens_p90 is not None and fc.generation_tokens_p90 is not None:
-                fc_need = cap.busy_fraction(max(0.0, fc.prompt_tokens_p90), max(0.0, fc.generation_tokens_p90)) / u
+                fc_need = cap.busy_fraction(max(0.0, fc.prompt_tokens_p90), max(0.0, fc.generation_tokens_p90)) / u_fc
             elif st.mp is not None:
                 fc_need = max(0.0, fc.request_rate_p90) * (
-                    st.mp / cap.prefill_tokens_per_s + st.mg / cap.decode_tokens_per_s) / u
+                    st.mp / cap.prefill_tokens_per_s + st.mg / cap.decode_tokens_per_s) / u_fc
         floor_n: int | None = None
         fl = obs.floor
         if fl is not None and fl.expires_at > t:

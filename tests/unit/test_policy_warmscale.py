@@ -374,6 +374,15 @@ def test_forecast_by_request_rate_uses_learned_tokens_per_request():
     assert d.desired == 8 and d.signal == "forecast"
 
 
+def test_forecast_is_sized_at_the_target_not_scaled_by_the_slo_headroom():
+    fc = DemandForecast(model="m", made_at=0.0, target_time=60.0, request_rate_p50=20, request_rate_p90=30,
+                        prompt_tokens_p90=30_000, generation_tokens_p90=2_000)
+    # TTFT hot: h = 1.2 scales the rate need (2 busy / 0.5 x 1.2 = 4.8) but not the P90 forecast (5 / 0.5 = 10)
+    d = ws(headroom_max=5.0).decide(busy_obs(0, 6, 2.0, ttft_p95=1.5, forecast=fc))
+    assert "h=1.20" in d.detail and "fc=10.00" in d.detail
+    assert d.desired == 10 and d.signal == "forecast"
+
+
 # ------------------------------------------------------------------ a short end-to-end run
 
 def test_steady_load_converges_and_stays():

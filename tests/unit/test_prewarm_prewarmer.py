@@ -107,3 +107,28 @@ def test_scheduled_event_fires_a_prewarm_job_one_cold_start_early():
         assert planner.floor("m", None, now=time.time(), cold_start_s=5.0).replicas == 4
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_a_fallback_forecast_gives_a_floor_but_is_not_shared_with_the_policy():
+    p = make_prewarmer()
+    feed(p, [4.0] * 10)  # 10 windows: too few to score members (selection span 24)
+    p.observe("m", 10 * WINDOW, 4.0, 400.0, 40.0)
+    assert p.demand_forecast("m", now=10 * WINDOW).method.startswith("fallback")
+    assert p.forecast("m", now=10 * WINDOW) is None
+    assert p.floor("m", now=10 * WINDOW).replicas == 2  # ceil(4 / 2): a constant series, zero-width band
+
+
+def test_a_fallback_forecast_is_shared_when_asked_for():
+    p = make_prewarmer(share_fallback_forecast=True)
+    feed(p, [4.0] * 10)
+    p.observe("m", 10 * WINDOW, 4.0, 400.0, 40.0)
+    fc = p.forecast("m", now=10 * WINDOW)
+    assert fc is not None and fc.method.startswith("fallback") and fc.request_rate_p90 == pytest.approx(4.0)
+
+
+def test_a_backtested_forecast_is_shared():
+    p = make_prewarmer()
+    feed(p, [6.0] * 80)
+    p.observe("m", 80 * WINDOW, 6.0, 600.0, 60.0)
+    fc = p.forecast("m", now=80 * WINDOW)
+    assert fc is not None and fc.method.startswith("ensemble:")
