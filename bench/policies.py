@@ -126,7 +126,9 @@ def write_reports(table, meta, speeds, wall, failed=()):
           f"Profile `{PROFILE}`; SLO = TTFT <= 2 s and mean TPOT <= 100 ms (strict: 0.5 s / 50 ms), "
           "share of all requests (dropped ones count as misses). GPU-hours over the simulated span. "
           "A shortfall below 99 % is shown in pp. `x oracle` = GPU-hours / the clairvoyant oracle's; "
-          "static = the oracle's peak, all the time. GPU budget = 2 x static.", "",
+          "static = the oracle's peak, all the time. GPU budget = 2 x static. Every run starts with no "
+          "history and the fleet sized to the first minute; 'after first 5 min' is the 2 s / 100 ms attainment "
+          "over the requests that arrive after that (the target is judged on the whole run).", "",
           f"Simulator speed: median {statistics.median(speeds):,.0f} simulated requests per wall-second "
           f"per core (one process per run, {len(speeds)} runs, on a shared 2-core machine). "
           f"Whole benchmark: {wall / 60:.1f} min.", ""]
@@ -141,14 +143,15 @@ def write_reports(table, meta, speeds, wall, failed=()):
         md += [f"## {trace}", "",
                f"{m['requests']:,} requests over {span_h:.2f} h (trace time {m['start_s'] / 3600:.1f} h - "
                f"{m['end_s'] / 3600:.1f} h), rate x{m['scale']:.4g}. " + " ".join(n.rstrip('.') + "." for n in m["notes"]),
-               "", "| policy | SLO 2 s / 100 ms | SLO 0.5 s / 50 ms | TTFT p50 | TTFT p99 | GPU-h | x oracle | "
-                   "cold-start waits | scale events | idle GPU | peak |",
-               "|---|---|---|---|---|---|---|---|---|---|---|"]
+               "", "| policy | SLO 2 s / 100 ms | after first 5 min | SLO 0.5 s / 50 ms | TTFT p50 | TTFT p99 | GPU-h | "
+                   "x oracle | cold-start waits | scale events | idle GPU | peak |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         oracle = rows.get("oracle")
         ordered = [rows[n] for n in order if n in rows] + [r for n, r in rows.items() if n not in order]
         for r in ordered:
             ratio = f"{r.gpu_hours / oracle.gpu_hours:.2f}" if oracle and oracle.gpu_hours else "-"
-            md.append(f"| {r.policy} | {_fmt_att(r.attainment)} | {r.slo_attainment[SLOS[1].key] * 100:.2f} % | "
+            warm = "-" if r.attainment_after_warmup is None else f"{r.attainment_after_warmup * 100:.2f} %"
+            md.append(f"| {r.policy} | {_fmt_att(r.attainment)} | {warm} | {r.slo_attainment[SLOS[1].key] * 100:.2f} % | "
                       f"{_t(r.ttft_p50_s)} | {_t(r.ttft_p99_s)} | {r.gpu_hours:.2f} | {ratio} | "
                       f"{r.cold_start_waits} | {r.scale_events} | {r.idle_gpu_share * 100:.0f} % | {r.peak_replicas} |")
         md += ["", f"warmscale: {_verdict(rows)}.", "", f"![{trace}](policies-{trace}.png)", ""]

@@ -146,6 +146,16 @@ def test_requests_that_miss_ttft_behind_a_starting_scale_up_count_as_cold_start_
     assert steady.cold_start_waits == 0
 
 
+def test_attainment_after_warmup_leaves_out_the_cold_first_minutes():
+    prof = _profile()
+    w = _workload(n=1200, rate=2.0)   # 600 s of arrivals; the first 300 s meet a fleet starting from zero
+    res = simulate(w, Fixed(2, interval_s=1.0), prof, SimConfig(initial_replicas=0))
+    assert res.attainment < 1.0       # the requests held through the cold start miss the 2 s TTFT
+    assert res.attainment_after_warmup == 1.0
+    short = simulate(_workload(n=100, rate=2.0), Fixed(2, interval_s=1.0), prof, SimConfig(initial_replicas=0))
+    assert short.attainment_after_warmup is None   # nothing arrives after the warm-up
+
+
 def test_gpu_budget_caps_replicas_and_gpu_hours():
     prof = _profile()
     w = _workload(n=3000, rate=100.0)
