@@ -25,18 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import policies as bench  # noqa: E402  (the benchmark's set-up: traces, scaling, oracle, budget)
 
-from autoscaler.sim.results import PRIMARY_SLO  # noqa: E402
+from autoscaler.sim.results import WARMUP_S  # noqa: E402
 
 TARGET = 0.99
-WARMUP_S = 300.0
 # warmscale settings: target utilisation x floor x (burst_hold_s, burst_factor) x headroom_max.
 # Burst memory (0, 1) = off; the others bracket the default (600 s, 3).
 GRID = {
@@ -56,24 +53,12 @@ def _settings():
                "headroom_max": hmax}
 
 
-def _attainment_after(sim, workload, t0: float) -> float:
-    """Primary-SLO attainment of the requests arriving at or after t0 (dropped ones count as misses)."""
-    ttft = sim.first - workload.arrival
-    out = workload.output
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(out > 1, (sim.done - sim.first) / np.maximum(out - 1, 1), 0.0)
-    ok = ~np.isnan(sim.done) & (sim.dropped == 0) & (ttft <= PRIMARY_SLO.ttft_s + 1e-12) \
-        & (tpot <= PRIMARY_SLO.tpot_s + 1e-12)
-    late = workload.arrival >= t0
-    return float(ok[late].mean()) if late.any() else float("nan")
-
-
 def _run(workload, profile, policy, budget) -> dict:
     from autoscaler.sim.simulator import ModelSpec, Simulation
 
     sim = Simulation([ModelSpec(workload, policy, profile)], bench._config(budget))
     res = sim.run()[0]
-    return {"attainment": res.attainment, "after_warmup": _attainment_after(sim, workload, workload.start_s + WARMUP_S),
+    return {"attainment": res.attainment, "after_warmup": res.attainment_after_warmup,
             "gpu_hours": res.gpu_hours, "cold_start_waits": res.cold_start_waits, "peak": res.peak_replicas}
 
 
