@@ -464,8 +464,8 @@ def render_md(r: dict) -> str:
     lines += ["", "## Reading these numbers", "",
               "- The raw ceilings read into small reused buffers; every loader lands its bytes in new host memory, "
               "and on this VM the first pass over fresh guest memory is slow (compare the two 'first touch' runs). "
-              "Which run pays that depends on what ran before, so runs of one contender can differ by 2-4x; the "
-              "sweep ran first and is lower across the board for that reason.",
+              "Which run pays that depends on what ran before, so runs of one contender can differ by 2-4x, and "
+              "the sweep's single runs are noisier than the contenders' best of two.",
               "- Memory: a CPU target's destination tensors are host memory too, so raw RSS includes whatever the "
               "consumer keeps. 'Peak RSS over start minus held tensors' subtracts the tensor the consumer holds at that "
               "moment (sampled every 5 ms; each is dropped after it is touched): what is left is the loader's overhead "
