@@ -81,13 +81,14 @@ def load_servegen(path: Path, partial_fraction: float = 0.05) -> list[WindowedSe
         times = np.array([p[0] for p in points])
         rates = np.array([p[1] for p in points])
         window_s = float(np.min(np.diff(times))) if len(times) > 1 else 600.0
-        missing = _collection_gaps(rates, partial_fraction)
+        missing = collection_gaps(rates, partial_fraction)
         series.append(WindowedSeries.from_points(model, times[~missing], rates[~missing], window_s))
     return series
 
 
-def _collection_gaps(rates: np.ndarray, partial_fraction: float) -> np.ndarray:
-    """Zero windows plus the runs of near-zero windows that touch them."""
+def collection_gaps(rates: np.ndarray, partial_fraction: float = 0.05) -> np.ndarray:
+    """Which ServeGen windows are collection gaps: zero windows plus the runs of near-zero windows
+    (below `partial_fraction` of the median rate) that touch them, i.e. partly collected windows."""
     missing = rates == 0
     if not missing.any():
         return missing

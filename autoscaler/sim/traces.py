@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from forecasting.traces import collection_gaps
+
 __all__ = [
     "TraceError",
     "Workload",
@@ -194,8 +196,10 @@ def load_request_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
 class RateTrace:
     """Piecewise rates for one model: window starts (s), window length (s) and rates (req/s).
 
-    Windows with a rate of 0 are collection gaps (per the ServeGen README) and are filled from
-    their neighbours by linear interpolation; `gaps` counts them.
+    Windows with a rate of 0 are collection gaps (per the ServeGen README), and so are the
+    near-zero, partly collected windows at their edges (forecasting.traces.collection_gaps, the
+    one rule both packages use); they are filled from their neighbours by linear interpolation;
+    `gaps` counts them.
     """
 
     path: str
@@ -262,7 +266,7 @@ def load_rate_trace(path: str | Path, model: str | None) -> RateTrace:
     starts = np.array([r[0] for r in rows])
     rates = np.array([r[1] for r in rows])
     window = float(np.median(np.diff(starts))) if len(starts) > 1 else 600.0
-    gap = rates <= 0
+    gap = collection_gaps(rates)
     if gap.all():
         raise TraceError(path, rows[0][2], "aggregate_rate_rps", f"every window of model {model!r} has rate 0")
     if gap.any():
@@ -402,7 +406,7 @@ def load_workload(trace: str, *, factor: float | None = None, profile=None, peak
                  f"(linear between 10-minute window centres)",
                  f"token lengths resampled from {LENGTHS_FROM} (the rate file has none)"]
         if rt.gaps:
-            notes.append(f"{rt.gaps} zero-rate windows (collection gaps) filled by interpolation")
+            notes.append(f"{rt.gaps} collection-gap windows (rate 0, or partly collected next to one) filled by interpolation")
         return Workload(name, model or rt.model, t, lp[pick], lo[pick], s0, s1, factor, "rate", str(path), notes,
                         rt, cv)
     arrival, prompt, output = load_request_trace(path)

@@ -131,3 +131,12 @@ def test_workloads_are_scaled_so_the_peak_needs_the_stated_replicas():
     s = load_workload("servegen-m-large", profile=prof, start_s=7 * 86400, end_s=7 * 86400 + 3600)
     assert s.start_s == 7 * 86400 and s.arrival.min() >= s.start_s and s.arrival.max() < s.end_s
     assert s.kind == "rate" and s.scale < 1 and s.burstiness_cv == 1.5
+
+
+def test_partly_collected_windows_next_to_a_gap_are_gaps_too(tmp_path):
+    # ServeGen's gaps end in a window holding ~1 % of its neighbours (collection resumed inside it):
+    # taken as demand it would make a dip to near zero and a step back up that never happened.
+    head = "window_start_s,model,category,aggregate_rate_rps,active_clients\n"
+    rows = "0,a,x,1000,1\n600,a,x,0,1\n1200,a,x,14,1\n1800,a,x,1300,1\n2400,a,x,1300,1\n"
+    rt = load_rate_trace(_write(tmp_path, "r.csv", head + rows), "a")
+    assert rt.gaps == 2 and rt.rates.tolist() == [1000, 1100, 1200, 1300, 1300]
