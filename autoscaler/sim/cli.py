@@ -66,7 +66,8 @@ def render_table(results, title: str = ""):
 
     oracle = next((r for r in results if r.policy == "oracle"), None)
     t = Table(title=title or None, show_lines=False)
-    for col, just in (("policy", "left"), (f"SLO {SLOS[0].key}", "right"), (f"SLO {SLOS[1].key}", "right"),
+    for col, just in (("policy", "left"), (f"SLO {SLOS[0].key}", "right"), ("after 5 min", "right"),
+                      (f"SLO {SLOS[1].key}", "right"),
                       ("TTFT p50", "right"), ("TTFT p99", "right"), ("GPU-h", "right"), ("x oracle", "right"),
                       ("cold waits", "right"), ("scale ev.", "right"), ("idle GPU", "right"), ("peak", "right"),
                       ("dropped", "right")):
@@ -77,7 +78,8 @@ def render_table(results, title: str = ""):
         if a < TARGET_ATTAINMENT:
             att = f"[red]{att} ({(a - TARGET_ATTAINMENT) * 100:+.2f})[/red]"
         ratio = f"{r.gpu_hours / oracle.gpu_hours:.2f}" if oracle and oracle.gpu_hours > 0 else "-"
-        t.add_row(r.policy, att, f"{r.slo_attainment[SLOS[1].key] * 100:.2f} %",
+        warm = "-" if r.attainment_after_warmup is None else f"{r.attainment_after_warmup * 100:.2f} %"
+        t.add_row(r.policy, att, warm, f"{r.slo_attainment[SLOS[1].key] * 100:.2f} %",
                   _s(r.ttft_p50_s), _s(r.ttft_p99_s), f"{r.gpu_hours:.2f}", ratio, str(r.cold_start_waits),
                   str(r.scale_events), f"{r.idle_gpu_share * 100:.0f} %", str(r.peak_replicas),
                   str(sum(r.dropped.values())))
