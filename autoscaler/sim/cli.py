@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="replicas the busiest minute needs after scaling (default 10)")
     p.add_argument("--burstiness", type=float, default=1.5,
                    help="coefficient of variation of inter-arrival times for rate traces (1 = Poisson)")
-    p.add_argument("--gpu-budget", type=int, default=None, help="GPUs available to the fleet (default unlimited)")
+    p.add_argument("--gpu-budget", type=int, default=None,
+                   help="GPUs available to the fleet (default: 2 x the oracle's peak when the oracle or static "
+                        "runs, as in bench/policies.py; otherwise unlimited)")
     p.add_argument("--scrape-interval", type=float, default=15.0, help="metric scrape interval, s")
     p.add_argument("--scrape-lag", type=float, default=0.0, help="extra metric delay, s")
     p.add_argument("--seed", type=int, default=0)
@@ -122,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             w, results = run_policies(args.trace, names, profile, start_s=start_s, end_s=end_s, scale=args.scale,
                                       peak_replicas=args.peak_replicas, cv=args.burstiness, seed=args.seed,
-                                      config=config, on_start=on_start, progress=progress)
+                                      config=config, on_start=on_start, progress=progress,
+                                      budget_x_oracle_peak=2.0 if args.gpu_budget is None else None)
         except (TraceError, FileNotFoundError, ValueError) as exc:
             bar.stop()
             console.print(f"[red]error:[/red] {exc}")

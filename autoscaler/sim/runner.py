@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autoscaler.sim.oracle import OraclePolicy, oracle_plan
 from autoscaler.sim.profile import EngineProfile
@@ -106,8 +106,14 @@ def make_sim_policy(name: str, profile: EngineProfile, workload: Workload, stati
 def run_policies(trace: str, policies: list[str], profile: EngineProfile, *, start_s: float | None = None,
                  end_s: float | None = None, scale: float | None = None, peak_replicas: float = 10.0,
                  cv: float = 1.5, seed: int = 0, config: SimConfig | None = None, prewarm=None,
-                 on_start=None, progress=None, workload: Workload | None = None) -> tuple[Workload, list[SimResult]]:
-    """Load `trace`, run each policy; 'oracle' and 'static' use the tuned oracle (static = its peak)."""
+                 on_start=None, progress=None, workload: Workload | None = None,
+                 budget_x_oracle_peak: float | None = None) -> tuple[Workload, list[SimResult]]:
+    """Load `trace`, run each policy; 'oracle' and 'static' use the tuned oracle (static = its peak).
+
+    `budget_x_oracle_peak`: when the oracle runs, give the other policies a GPU budget of this many
+    times its peak (a cluster with room to spare, not an unlimited one: a policy that scales on the
+    wrong signal then stops at the budget rather than at max_replicas).
+    """
     w = workload or load_workload(trace, factor=scale, profile=profile, peak_replicas=peak_replicas,
                                   start_s=start_s, end_s=end_s, cv=cv, seed=seed)
     results: list[SimResult] = []
@@ -120,6 +126,10 @@ def run_policies(trace: str, policies: list[str], profile: EngineProfile, *, sta
         oracle_res.notes.append(f"oracle: minutes sized to their busiest {choice.burst_s:g} s window at "
                                 f"{choice.utilization:.0%} of the profile's sustainable rate "
                                 f"(tightest of {choice.tried} tried that meets {PRIMARY_SLO.key} at 99 %)")
+        if budget_x_oracle_peak is not None:
+            budget = math.ceil(budget_x_oracle_peak * oracle_res.peak_replicas * profile.gpus_per_replica)
+            config = replace(config or SimConfig(), gpu_budget=budget)
+            w.notes.append(f"GPU budget {budget} = {budget_x_oracle_peak:g} x the oracle's peak")
     for name in policies:
         if name == "oracle":
             results.append(oracle_res)

@@ -84,6 +84,25 @@ def test_cli_simulates_a_trace_file_and_writes_json_and_plot(tmp_path, capsys):
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
+def test_cli_gives_the_policies_twice_the_oracles_peak_unless_told_otherwise(tmp_path, capsys):
+    import json
+
+    trace = tmp_path / "tiny.csv"
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [f"{i * 0.5:.3f},{500 + i % 7 * 100},{20 + i % 5}"
+                                                          for i in range(1200)]
+    trace.write_text("\n".join(lines) + "\n")
+    args = _parser().parse_args(["simulate", "--trace", str(trace), "--policy", "hpa-cpu,oracle",
+                                 "--json", str(tmp_path / "r.json")])
+    assert args.handler(args) == 0
+    results = {r["policy"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    budget = 2 * results["oracle"]["peak_replicas"]
+    assert f"GPU budget {budget} = 2 x the oracle's peak" in capsys.readouterr().out
+    assert results["hpa-cpu"]["peak_replicas"] <= budget
+    args = _parser().parse_args(["simulate", "--trace", str(trace), "--policy", "hpa-cpu,oracle", "--gpu-budget", "1"])
+    assert args.handler(args) == 0
+    assert "GPU budget" not in capsys.readouterr().out
+
+
 def test_cli_reports_a_bad_trace_clearly(tmp_path, capsys):
     trace = tmp_path / "bad.csv"
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1.0,10,2\n0.5,10,2\n")
