@@ -67,13 +67,18 @@ def _parser():
     return ap
 
 
-def test_cli_simulates_a_trace_file_and_writes_json_and_plot(tmp_path, capsys):
-    import json
-
+def _tiny_trace(tmp_path):
     trace = tmp_path / "tiny.csv"
     lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [f"{i * 0.5:.3f},{500 + i % 7 * 100},{20 + i % 5}"
                                                           for i in range(1200)]
     trace.write_text("\n".join(lines) + "\n")
+    return trace
+
+
+def test_cli_simulates_a_trace_file_and_writes_json_and_plot(tmp_path, capsys):
+    import json
+
+    trace = _tiny_trace(tmp_path)
     args = _parser().parse_args(["simulate", "--trace", str(trace), "--policy", "static,oracle",
                                  "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
     assert args.handler(args) == 0
@@ -87,10 +92,7 @@ def test_cli_simulates_a_trace_file_and_writes_json_and_plot(tmp_path, capsys):
 def test_cli_gives_the_policies_twice_the_oracles_peak_unless_told_otherwise(tmp_path, capsys):
     import json
 
-    trace = tmp_path / "tiny.csv"
-    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [f"{i * 0.5:.3f},{500 + i % 7 * 100},{20 + i % 5}"
-                                                          for i in range(1200)]
-    trace.write_text("\n".join(lines) + "\n")
+    trace = _tiny_trace(tmp_path)
     args = _parser().parse_args(["simulate", "--trace", str(trace), "--policy", "hpa-cpu,oracle",
                                  "--json", str(tmp_path / "r.json")])
     assert args.handler(args) == 0
