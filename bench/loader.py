@@ -422,6 +422,12 @@ def main() -> None:
     print(render_md(results))
 
 
+CONTENDER_TABLE_HEAD = (
+    "| contender | GB/s | seconds | runs GB/s | peak RSS over start (MiB) | peak RSS over start minus held tensors (MiB) |",
+    "|---|---|---|---|---|---|",
+)
+
+
 def render_md(r: dict) -> str:
     s3, local, ratios = r["s3"], r["local"], r["ratios"]
     gb = r["checkpoint"]["bytes"] / 1e9
@@ -439,7 +445,7 @@ def render_md(r: dict) -> str:
         f"{r['machine']['load_average_at_start'][0]:.1f} at start, {r['machine']['load_average_at_end'][0]:.1f} at end). "
         "Best of the runs listed; each contender in a fresh process; consumers touch every page and drop each tensor.", "",
         "## From S3 (loopback) into host memory", "",
-        "| contender | GB/s | seconds | runs GB/s | peak RSS over start (MiB) | peak RSS over start minus held tensors (MiB) |", "|---|---|---|---|---|---|",
+        *CONTENDER_TABLE_HEAD,
         row("raw ceiling: curl range GETs to /dev/null", s3["raw_curl"]),
         row("raw ceiling: Python ranged GETs, bytes discarded", s3["raw_python"]),
         row("fresh host memory, first touch (no network)", s3["host_memory_first_touch"]),
@@ -451,7 +457,7 @@ def render_md(r: dict) -> str:
         row("boto3 download_file + safetensors.load_file", s3["boto3_download_then_load_file"]),
         "", f"curl by parallel streams: {s3['raw_curl']['by_streams']}; Python ceiling by setting: {s3['raw_python']['by_setting']}", "",
         "## From a local file", "",
-        "| contender | GB/s | seconds | runs GB/s | peak RSS over start (MiB) | peak RSS over start minus held tensors (MiB) |", "|---|---|---|---|---|---|",
+        *CONTENDER_TABLE_HEAD,
         row("warmscale, page-cached", local["warmscale_page_cached"]),
         row("safetensors.load_file, page-cached (mmap: maps cached pages, copies nothing)", local["safetensors_load_file_page_cached"]),
         row("warmscale, cold", local["warmscale_cold"]),
