@@ -58,17 +58,22 @@ class SeriesBacktest:
         return data
 
 
-def ensemble_paths(y: np.ndarray, origins: np.ndarray, config: EnsembleConfig, refit_every: int) -> tuple[np.ndarray, list[str]]:
-    """Ensemble quantiles `(len(origins), horizon, 2)` over contiguous `origins`, refitting every `refit_every`."""
+def ensemble_paths(y: np.ndarray, origins: np.ndarray, config: EnsembleConfig, refit_every: int) -> tuple[np.ndarray, list[list[str]]]:
+    """Ensemble quantiles `(S, len(origins), horizon, 2)` of series `y` `(S, T)` over contiguous `origins`.
+
+    The series are fitted together, so a global member learns from all of them, and refitted every
+    `refit_every` origins. Also returns the distinct methods each series used.
+    """
     forecaster = EnsembleForecaster(config)
-    out = np.full((len(origins), config.horizon, len(TAUS)), np.nan)
-    methods: list[str] = []
+    out = np.full((len(y), len(origins), config.horizon, len(TAUS)), np.nan)
+    methods: list[list[str]] = [[] for _ in y]
     for start in range(0, len(origins), refit_every):
         block = origins[start : start + refit_every]
         fitted = forecaster.fit(y, end=int(block[0]) + 1)
-        if fitted.method not in methods:
-            methods.append(fitted.method)
-        out[start : start + len(block)] = fitted.paths(y, block)
+        for used, method in zip(methods, fitted.methods):
+            if method not in used:
+                used.append(method)
+        out[:, start : start + len(block)] = fitted.paths(y, block)
     return out, methods
 
 
@@ -117,11 +122,36 @@ def backtest_series(
     refit_every: int = 6,
 ) -> tuple[SeriesBacktest, np.ndarray, np.ndarray]:
     """Backtest one series on targets from window `first_target` on; also returns origins and ensemble paths."""
+    return backtest_together([series], config, first_target, refit_every)[0]
+
+
+def backtest_together(
+    series_list: list[WindowedSeries],
+    config: EnsembleConfig,
+    first_target: int,
+    refit_every: int = 6,
+) -> list[tuple[SeriesBacktest, np.ndarray, np.ndarray]]:
+    """Backtest series of one length and window length fitted together, as `forecast_many` fits a fleet.
+
+    Each series is still scored on its own, against its own baseline.
+    """
+    if len({(len(s), s.window_s) for s in series_list}) != 1:
+        raise ValueError("series fitted together must share their length and window length")
+    y = np.stack([s.values for s in series_list])
+    if not 1 <= first_target < y.shape[-1]:
+        raise ValueError(f"first_target must lie inside the series (1..{y.shape[-1] - 1}), got {first_target}")
+    origins = np.arange(max(0, first_target - config.horizon), y.shape[-1] - 1)
+    paths, methods = ensemble_paths(y, origins, config, refit_every)
+    results = []
+    for series, ens, used in zip(series_list, paths, methods):
+        results.append((_score_series(series, config, origins, ens, used, first_target), origins, ens))
+    return results
+
+
+def _score_series(
+    series: WindowedSeries, config: EnsembleConfig, origins: np.ndarray, ens: np.ndarray, methods: list[str], first_target: int
+) -> SeriesBacktest:
     y = series.values
-    if not 1 <= first_target < len(y):
-        raise ValueError(f"first_target must lie inside the series (1..{len(y) - 1}), got {first_target}")
-    origins = np.arange(max(0, first_target - config.horizon), len(y) - 1)
-    ens, methods = ensemble_paths(y, origins, config, refit_every)
     rise_windows = max(1, round(3600 / series.window_s))
     ens_scores = score(y, origins, ens, rise_windows, first_target)
     candidates = {name: score(y, origins, p, rise_windows, first_target) for name, p in baseline_paths(y, origins, config).items()}
@@ -130,8 +160,7 @@ def backtest_series(
         name = min(candidates, key=lambda n: _nan_to_inf(candidates[n][h].p90_pinball))
         base_scores.append(candidates[name][h])
         base_methods.append(name)
-    result = SeriesBacktest(series.model, series.window_s, first_target, ens_scores, base_scores, base_methods, methods)
-    return result, origins, ens
+    return SeriesBacktest(series.model, series.window_s, first_target, ens_scores, base_scores, base_methods, methods)
 
 
 def _nan_to_inf(x: float) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from forecasting.arrays import forward_fill, pinball_loss
+from forecasting.boosting import BoosterCache, GradientBoostingMember
 from forecasting.conformal import ConformalBand
 from forecasting.members import (
     TAUS,
@@ -44,6 +45,7 @@ MEMBER_NAMES = (
     "seasonal_ratio",
     "lag_quantile_regression",
     "lag_linear",
+    "gradient_boosting",
     "mstl",
 )
 # MSTL and the quantile regression fit one series at a time (about 0.2 s and 10 ms per series), so
@@ -79,8 +81,8 @@ class EnsembleConfig(BaseModel):
             raise ValueError(f"members: unknown member {unknown[0]!r}; choose from {MEMBER_NAMES}")
 
 
-def build_members(config: EnsembleConfig) -> list[Member]:
-    """Instantiate the configured members."""
+def build_members(config: EnsembleConfig, boosters: BoosterCache | None = None) -> list[Member]:
+    """Instantiate the configured members; `boosters` keeps trained gradient-boosting models between fits."""
     p = config.period
     band = dict(calibration_windows=config.calibration_windows, recalibrate_every=config.recalibrate_every,
                 adaptive_step=config.adaptive_step, rise_windows=max(1, round(p / 24)) if config.regime_bands else 0,
@@ -95,6 +97,7 @@ def build_members(config: EnsembleConfig) -> list[Member]:
         "seasonal_ratio": lambda: ConformalMember("seasonal_ratio", SeasonalRatioPoint(p), relative, p + 2),
         "lag_quantile_regression": lambda: LagQuantileRegression(p),
         "lag_linear": lambda: LagLinearMember(p, additive),
+        "gradient_boosting": lambda: GradientBoostingMember(p, cache=boosters if boosters is not None else BoosterCache()),
         "mstl": lambda: SeasonalLibraryMember(p, refit_windows=config.library_refit_windows),
     }
     return [factories[name]() for name in config.members]
@@ -162,15 +165,28 @@ class EnsembleForecaster:
 
     def __init__(self, config: EnsembleConfig | None = None) -> None:
         self.config = config or EnsembleConfig()
+        self._boosters = BoosterCache()
 
-    def fit(self, y: np.ndarray, end: int | None = None) -> FittedEnsemble:
-        """Choose members on `y[..., :end]` (default: all of it); `y` is one series `(T,)` or many `(S, T)`."""
+    def fit(self, y: np.ndarray, end: int | None = None, fleet: np.ndarray | None = None) -> FittedEnsemble:
+        """Choose members on `y[..., :end]` (default: all of it); `y` is one series `(T,)` or many `(S, T)`.
+
+        `fleet` `(F, T)`: the series that global members (gradient boosting) learn from, when `y` is a
+        part of a larger fleet; default `y` itself.
+        """
         cfg = self.config
         batched = y.ndim > 1
         history = (y if batched else y[None])[:, : (y.shape[-1] if end is None else end)]
         series, end = history.shape
-        members = build_members(cfg)
+        learn_from = history if fleet is None else np.atleast_2d(fleet)[:, :end]
+
+        members = build_members(cfg, self._boosters)
         horizon = cfg.horizon
+
+        def fit_member(member: Member, until: int) -> None:
+            fit = getattr(member, "fit", None)
+            if fit is not None:
+                fit(learn_from if getattr(member, "global_model", False) else history, until, horizon)
+
         too_short = (~np.isnan(history)).sum(axis=1) < 2
         last_scored = end - 1 - horizon
         first_scored = last_scored - cfg.selection_windows + 1
@@ -178,10 +194,8 @@ class EnsembleForecaster:
         if too_short.all() or not runnable:
             return self._short_history(cfg, members, series, end, batched, too_short)
         for i in runnable:
-            fit = getattr(members[i], "fit", None)
-            if fit is not None:
-                # Fit on what was known at the first scored origin, so scoring stays out of sample.
-                fit(history, first_scored + 1, horizon)
+            # Fit on what was known at the first scored origin, so scoring stays out of sample.
+            fit_member(members[i], first_scored + 1)
         origins = np.arange(first_scored, last_scored + 1)
         steps = np.arange(1, horizon + 1)
         actual = history[:, origins[:, None] + steps[None, :]]
@@ -205,9 +219,8 @@ class EnsembleForecaster:
         weights = self._weights(table, runnable[0])
         weights[too_short] = 0.0
         for i in np.flatnonzero((weights > 0).any(axis=(0, 2))):
-            fit = getattr(members[i], "fit", None)
-            if fit is not None:
-                fit(history, end, horizon)
+            if hasattr(members[i], "fit"):
+                fit_member(members[i], end)
                 latest[i] = members[i].paths(history, np.array([end - 1]), horizon)[:, 0]
         methods = []
         for row in range(series):
@@ -256,14 +269,15 @@ class EnsembleForecaster:
         """Fit on every series of `y` `(S, T)`; quantiles `(S, horizon, 2)` from the last window, and methods.
 
         Series are fitted `chunk` at a time in array calls; chunks keep the working arrays small
-        enough to stay in cache, which is faster than one call over thousands of series.
+        enough to stay in cache, which is faster than one call over thousands of series. Global
+        members learn from the whole fleet once, not once per chunk.
         """
         if y.ndim != 2:
             raise ValueError(f"y: expected a 2-D array (series, windows), got shape {y.shape}")
         quantiles, methods = [], []
         for start in range(0, len(y), chunk):
             block = y[start : start + chunk]
-            fitted = self.fit(block)
+            fitted = self.fit(block, fleet=y)
             quantiles.append(fitted.paths(block, np.array([y.shape[-1] - 1]))[:, 0])
             methods += fitted.methods
         return np.concatenate(quantiles), methods

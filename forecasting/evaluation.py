@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecasting.backtest import SeriesBacktest, backtest_series
+from forecasting.backtest import SeriesBacktest, backtest_together
 from forecasting.ensemble import DEFAULT_MEMBERS, EnsembleConfig
 from forecasting.series import WindowedSeries
 
@@ -31,12 +31,17 @@ def run_backtests(
     members: tuple[str, ...] = DEFAULT_MEMBERS,
     first_target: int | None = None,
 ) -> list[tuple[SeriesBacktest, np.ndarray, np.ndarray]]:
-    """Backtest each series; returns (scores, origins, ensemble quantile paths) per series."""
-    results = []
-    for series in series_list:
-        config = config_for(series, horizon, members)
-        start = default_first_target(series) if first_target is None else first_target
-        results.append(backtest_series(series, config, start, refit_every))
+    """Backtest the series, those of one length fitted together; returns (scores, origins, paths) per series, in order."""
+    groups: dict[tuple[int, float], list[int]] = {}
+    for i, series in enumerate(series_list):
+        groups.setdefault((len(series), series.window_s), []).append(i)
+    results: list = [None] * len(series_list)
+    for indices in groups.values():
+        together = [series_list[i] for i in indices]
+        config = config_for(together[0], horizon, members)
+        start = default_first_target(together[0]) if first_target is None else first_target
+        for i, result in zip(indices, backtest_together(together, config, start, refit_every)):
+            results[i] = result
     return results
 
 
