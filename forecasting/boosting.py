@@ -18,22 +18,32 @@ import hashlib
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from forecasting.arrays import forward_fill, gather
 
 QUANTILES = (0.5, 0.9)
+IDLE_RATE = 1e-3  # requests/s standing in for zero in log space
 _RECENT_STEPS = (1, 2, 3, 6, 12)
 _DAYS_BACK = (1, 2, 7)
 _VOLATILITY_WINDOWS = 6
 
 
 def log_rates(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log of `y` with gaps (and zeros) as NaN, and the same carried forward over gaps."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        raw = np.log(np.where(y > 0, y, np.nan))
+    """Log of `y` with gaps as NaN, and the same carried forward over gaps.
+
+    An observed zero (an idle model) counts as `IDLE_RATE`, so that idling is a level the models can
+    learn and forecast rather than a gap that would carry the last busy level forward.
+    """
+    raw = _log_observed(y)
     return raw, forward_fill(raw)
+
+
+def _log_observed(y: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.log(np.where(np.isnan(y), np.nan, np.maximum(y, IDLE_RATE)))
 
 
 def boosting_features(
@@ -90,7 +100,7 @@ class GradientBoostingMember:
 
     period: int
     name: str = "gradient_boosting"
-    global_model = True  # learns from every series of the fleet it is given (`EnsembleForecaster.fit`)
+    global_model: ClassVar[bool] = True  # learns from every series of the fleet it is given (`EnsembleForecaster.fit`)
     refit_windows: int = 36
     max_rows: int = 16_000
     rounds: int = 50
@@ -164,6 +174,7 @@ class GradientBoostingMember:
             features = boosting_features(raw, level, rows, at, h, self.period)
             for k, tau in enumerate(QUANTILES):
                 change = self._boosters[(h, tau)].predict(features, num_threads=1)
-                out[..., h - 1, k] = np.exp(now + change).reshape(series, len(origins))
+                rate = np.exp(now + change)
+                out[..., h - 1, k] = np.where(rate <= IDLE_RATE, 0.0, rate).reshape(series, len(origins))
         out[..., 1] = np.maximum(out[..., 1], out[..., 0])
         return out if y.ndim > 1 else out[0]

@@ -87,3 +87,12 @@ def test_a_fleet_trains_the_global_member_once_across_chunks(monkeypatch):
     # One training for member selection and one on the newest history, each over all six series.
     assert trained and all(shape[0] == 6 for shape in trained)
     assert len(trained) <= 2
+
+
+def test_an_idle_model_is_forecast_idle_not_at_its_last_busy_level():
+    y = daily_ramps(10)
+    y[:, -PERIOD:] = 0.0  # every model went idle a day ago (scale-to-zero), observed as zero, not missing
+    member = GradientBoostingMember(PERIOD, refit_windows=1, min_leaf_rows=10)
+    member.fit(y, y.shape[1], 2)
+    paths = member.paths(y, np.array([y.shape[1] - 1]), 2)
+    assert (paths[..., 0] < 0.01).all()
