@@ -1,9 +1,11 @@
 import argparse
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 
-from forecasting.backtest import backtest_series
+from forecasting.backtest import backtest_series, backtest_together
 from forecasting.cli import register
 from forecasting.ensemble import EnsembleConfig
 from forecasting.series import WindowedSeries
@@ -27,6 +29,18 @@ def test_backtest_beats_the_baseline_on_a_daily_ramp_and_reports_rising_edges():
     assert max(result.pinball_ratio()) < 0.9
     assert all(e.rising_targets > 0 for e in result.ensemble)
     assert all(e.rising_under_p90 <= b.rising_under_p90 for e, b in zip(result.ensemble, result.baseline))
+
+
+def test_series_fitted_together_are_scored_each_on_its_own():
+    config = EnsembleConfig(horizon=3, period=24, selection_windows=48, calibration_windows=48)
+    first, second = ramp_series(seed=1), dataclasses.replace(ramp_series(seed=2), model="other")
+    together = backtest_together([first, second], config, first_target=7 * 24)
+    assert [r.model for r, _, _ in together] == ["svc", "other"]
+    alone, _, _ = backtest_series(second, config, first_target=7 * 24)
+    # The baseline does not depend on the other series; the ensemble may (its global member learns from both).
+    assert [b.p90_pinball for b in together[1][0].baseline] == [b.p90_pinball for b in alone.baseline]
+    with pytest.raises(ValueError, match="share their length"):
+        backtest_together([first, dataclasses.replace(second, values=second.values[:-1])], config, 7 * 24)
 
 
 def test_cli_backtest_prints_json_scores(tmp_path, capsys):
