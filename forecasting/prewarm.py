@@ -60,6 +60,7 @@ class ForecastPrewarmer:
         refit_every_windows: int = 6,
         token_ratio_windows: int = 6,
         history_windows: int | None = None,
+        trim_every_windows: int = 36,
         share_forecast: bool = True,
         share_fallback_forecast: bool = False,
     ) -> None:
@@ -67,6 +68,8 @@ class ForecastPrewarmer:
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
         if refit_every_windows < 1:
             raise ValueError(f"refit_every_windows must be >= 1, got {refit_every_windows!r}")
+        if trim_every_windows < 1:
+            raise ValueError(f"trim_every_windows must be >= 1, got {trim_every_windows!r}")
         self.planner = planner
         self.forecaster = forecaster or EnsembleForecaster(EnsembleConfig())
         self.window_s = float(window_s)
@@ -76,6 +79,10 @@ class ForecastPrewarmer:
         config = self.forecaster.config
         needed = 8 * config.period + config.selection_windows + config.calibration_windows
         self.history_windows = history_windows or needed
+        # Trimming one window at a time would shift every array the forecaster sees, and a cached
+        # gradient-boosting model is keyed by its training history: trimming in blocks keeps the
+        # history's start, and so the cache, unchanged between refits.
+        self.trim_every_windows = trim_every_windows
         self.share_forecast = share_forecast
         self.share_fallback_forecast = share_fallback_forecast
         self._models: dict[str, _ModelState] = {}
@@ -114,7 +121,7 @@ class ForecastPrewarmer:
             for series in (state.rates, state.prompt, state.generation):
                 series.append(math.nan)
         excess = len(state.rates) - self.history_windows
-        if excess > 0:
+        if excess >= self.trim_every_windows:
             del state.rates[:excess], state.prompt[:excess], state.generation[:excess]
             state.first_window += excess
         state.open_window = next_window

@@ -80,11 +80,35 @@ def test_invalid_observations_are_rejected():
         make_prewarmer(window_s=0)
 
 
-def test_history_is_bounded():
-    p = make_prewarmer(history_windows=50)
-    feed(p, [3.0] * 120, per_window=1)
-    assert len(p._models["m"].rates) == 50
+def test_history_is_bounded_and_trimmed_in_blocks():
+    p = make_prewarmer(history_windows=50, trim_every_windows=10)
+    lengths = []
+    for i in range(120):
+        feed(p, [3.0], per_window=1, start=i * WINDOW)
+        lengths.append(len(p._models["m"].rates))
+    assert max(lengths) == 50 + 10 - 1
+    assert min(lengths[60:]) == 50
     assert p.forecast("m", now=120 * WINDOW) is not None
+
+
+def test_a_full_history_reuses_the_gradient_boosting_models_between_refits(monkeypatch):
+    from forecasting.boosting import GradientBoostingMember
+
+    trained = []
+    original = GradientBoostingMember._train
+    monkeypatch.setattr(GradientBoostingMember, "_train", lambda self, h, n: trained.append(1) or original(self, h, n))
+    planner = PrewarmPlanner(PlannerConfig(requests_per_replica=2.0))
+    config = EnsembleConfig(horizon=2, period=24, selection_windows=24, calibration_windows=24,
+                            members=("naive", "gradient_boosting"))
+    p = ForecastPrewarmer(planner, EnsembleForecaster(config), window_s=WINDOW, cold_start_s=60.0,
+                          refit_every_windows=3, history_windows=5 * 24, trim_every_windows=36)
+    daily = 10 + 5 * np.sin(2 * np.pi * np.arange(10 * 24) / 24)
+    feed(p, daily[: 8 * 24], per_window=1)  # the history is full from here on
+    trained.clear()
+    feed(p, daily[8 * 24 : 8 * 24 + 36], per_window=1, start=8 * 24 * WINDOW)
+    # 12 refits over 36 windows; the boosters are retrained only when the training history moves
+    # to a new block (two models per refit: one to score members, one to forecast).
+    assert 0 < len(trained) <= 2 * 3
 
 
 def test_scheduled_event_fires_a_prewarm_job_one_cold_start_early():
