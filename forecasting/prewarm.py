@@ -3,7 +3,9 @@
 `observe()` receives the scraped rates of a model; samples are averaged into windows of `window_s`
 seconds (a window with no sample is a gap). When a window completes, the model's forecast is
 refreshed; the ensemble is refitted (members rescored and chosen) every `refit_every_windows`
-windows and the fitted ensemble forecasts from each new window in between. `floor()` returns the
+windows and the fitted ensemble forecasts from each new window in between. A refit shows the
+global gradient-boosting member every observed model's history on the same windows, so each
+model's forecast learns from the whole fleet, as `EnsembleForecaster.forecast_many` does. `floor()` returns the
 planner's floor for the demand one cold start ahead, and `forecast()` the `DemandForecast` behind it.
 
 Token rates are forecast as the request-rate quantile times the mean tokens per request over the
@@ -133,10 +135,22 @@ class ForecastPrewarmer:
         y = np.asarray(state.rates, dtype=float)
         state.windows_since_fit += new_windows
         if state.fitted is None or state.windows_since_fit >= self.refit_every_windows:
-            state.fitted = self.forecaster.fit(y)
+            state.fitted = self.forecaster.fit(y, fleet=self._fleet_view(state))
             state.windows_since_fit = 0
         state.quantiles = state.fitted.paths(y, np.array([len(y) - 1]))[0]
         state.method = state.fitted.method
+
+    def _fleet_view(self, state: _ModelState) -> np.ndarray:
+        """Every model's request rates on `state`'s windows (NaN where a model has none): what global members learn from."""
+        first, n = state.first_window, len(state.rates)
+        view = np.full((len(self._models), n), np.nan)
+        for row, other in zip(view, self._models.values()):
+            if other.first_window is None:
+                continue
+            lo, hi = max(first, other.first_window), min(first + n, other.first_window + len(other.rates))
+            if hi > lo:
+                row[lo - first : hi - first] = other.rates[lo - other.first_window : hi - other.first_window]
+        return view
 
     def forecast(self, model: str, now: float) -> DemandForecast | None:
         """The forecast handed to the policy (`Observation.forecast`); None when `share_forecast` is off.

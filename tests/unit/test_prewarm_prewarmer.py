@@ -156,3 +156,29 @@ def test_a_backtested_forecast_is_shared():
     p.observe("m", 80 * WINDOW, 6.0, 600.0, 60.0)
     fc = p.forecast("m", now=80 * WINDOW)
     assert fc is not None and fc.method.startswith("ensemble:")
+
+
+def test_each_models_refit_learns_from_every_model_on_its_windows(monkeypatch):
+    from forecasting.boosting import GradientBoostingMember
+
+    seen = []
+    original = GradientBoostingMember._train
+    monkeypatch.setattr(GradientBoostingMember, "_train", lambda self, h, n: seen.append(h.copy()) or original(self, h, n))
+    planner = PrewarmPlanner(PlannerConfig(requests_per_replica=2.0))
+    config = EnsembleConfig(horizon=2, period=24, selection_windows=24, calibration_windows=24,
+                            members=("naive", "gradient_boosting"))
+    p = ForecastPrewarmer(planner, EnsembleForecaster(config), window_s=WINDOW, cold_start_s=60.0, refit_every_windows=3)
+    daily = 10 + 5 * np.sin(2 * np.pi * np.arange(7 * 24) / 24)
+    feed(p, daily, per_window=1, model="big")
+    seen.clear()
+    # A second model that starts a day later: its refits see "big" on the same windows.
+    for i in range(24, 7 * 24):
+        feed(p, [daily[i] / 10], per_window=1, model="small", start=i * WINDOW)
+    assert seen, "the global member was never trained for the second model"
+    history = seen[-1]
+    assert history.shape[0] == 2
+    small = p._models["small"]
+    window = small.first_window + 5  # any window both models observed
+    row_of = {name: k for k, name in enumerate(p._models)}
+    assert history[row_of["big"], 5] == pytest.approx(daily[window])
+    assert history[row_of["small"], 5] == pytest.approx(daily[window] / 10)
