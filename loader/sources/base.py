@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from loader.errors import SourceError, TransientSourceError
+from loader.errors import (
+    AccessDeniedError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    SourceError,
+    TransientSourceError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,18 @@ class ObjectSource(Protocol):
 
 
 def read_fully(object_name: str, response: object, buf: memoryview, cancelled: Cancelled | None = None) -> None:
+    """Read exactly ``len(buf)`` body bytes of a urllib3 ``response`` into ``buf``, then return its
+    connection to the pool. A read that fails or is cancelled closes the response (its connection
+    is mid-body and cannot be reused) and raises."""
+    try:
+        _read_into(object_name, response, buf, cancelled)
+    except (PartialReadError, ReadCancelled):
+        response.close()  # type: ignore[attr-defined]
+        raise
+    response.release_conn()  # type: ignore[attr-defined]
+
+
+def _read_into(object_name: str, response: object, buf: memoryview, cancelled: Cancelled | None) -> None:
     """Read exactly ``len(buf)`` body bytes into ``buf`` without intermediate copies.
 
     urllib3's ``HTTPResponse.readinto`` reads into a temporary ``bytes`` and copies it; the
@@ -99,3 +117,23 @@ def object_size_from_content_range(content_range: str | None, fallback: int) -> 
     """The object's full size from a ``Content-Range: bytes a-b/size`` header, else `fallback`."""
     match = _CONTENT_RANGE.match(content_range or "")
     return int(match.group(3)) if match else int(fallback)
+
+
+# S3 error codes (an S3-compatible store names the error besides the HTTP status).
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_CHANGED_CODES = {"PreconditionFailed", "412"}
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "RequestTimeout"}
+
+
+def error_for_response(uri: str, status: int | None, text: str, code: str = "") -> SourceError:
+    """The error for a failed request: by HTTP `status`, and by the store's error `code` where it gives one."""
+    if code in _NOT_FOUND_CODES or status == 404:
+        return ObjectNotFoundError(uri, f"object not found ({text})")
+    if code in _DENIED_CODES or status in (401, 403):
+        return AccessDeniedError(uri, f"access denied ({text})")
+    if code in _CHANGED_CODES or status == 412:
+        return ObjectChangedError(uri, f"object changed while loading ({text})")
+    if status is not None and (status >= 500 or status == 429) or code in _TRANSIENT_CODES:
+        return TransientSourceError(uri, f"server error {text}")
+    return SourceError(uri, text)

@@ -6,22 +6,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 
-from loader.errors import (
-    AccessDeniedError,
-    ObjectChangedError,
-    ObjectNotFoundError,
-    SourceError,
-    TransientSourceError,
-)
+from loader.errors import SourceError, TransientSourceError
 from loader.sources.base import (
     Cancelled,
     ObjectInfo,
-    PartialReadError,
-    ReadCancelled,
+    error_for_response,
     object_size_from_content_range,
     read_fully,
 )
-
 
 
 class HttpSource:
@@ -51,16 +43,7 @@ class HttpSource:
             return resp
         resp.drain_conn()
         resp.release_conn()
-        text = f"HTTP {resp.status}"
-        if resp.status == 404:
-            raise ObjectNotFoundError(uri, f"object not found ({text})")
-        if resp.status in (401, 403):
-            raise AccessDeniedError(uri, f"access denied ({text})")
-        if resp.status == 412:
-            raise ObjectChangedError(uri, f"object changed while loading ({text})")
-        if resp.status >= 500 or resp.status == 429:
-            raise TransientSourceError(uri, f"server error {text}")
-        raise SourceError(uri, text)
+        raise error_for_response(uri, resp.status, f"HTTP {resp.status}")
 
     def stat(self, name: str) -> ObjectInfo:
         resp = self._request("HEAD", name, {})
@@ -90,12 +73,7 @@ class HttpSource:
         if resp.status != 206 or int(resp.headers.get("Content-Length", -1)) != len(buf):
             resp.close()
             raise SourceError(self.uri(name), f"server ignored the Range request (status {resp.status})")
-        try:
-            read_fully(self.uri(name), resp, buf, cancelled)
-        except (PartialReadError, ReadCancelled):
-            resp.close()
-            raise
-        resp.release_conn()
+        read_fully(self.uri(name), resp, buf, cancelled)
 
     def list(self) -> list[str]:
         raise SourceError(self.root, "http(s) sources cannot be listed; name a .safetensors file or an index")

@@ -15,25 +15,14 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from loader.errors import (
-    AccessDeniedError,
-    ObjectChangedError,
-    ObjectNotFoundError,
-    SourceError,
-    TransientSourceError,
-)
+from loader.errors import ObjectChangedError, SourceError, TransientSourceError
 from loader.sources.base import (
     Cancelled,
     ObjectInfo,
-    PartialReadError,
-    ReadCancelled,
+    error_for_response,
     object_size_from_content_range,
     read_fully,
 )
-
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
-_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
-_CHANGED = {"PreconditionFailed", "412"}
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -90,15 +79,7 @@ class S3Source:
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             text = f"{code or status}: {err.get('Message', '') or exc}"
-            if code in _NOT_FOUND or status == 404:
-                return ObjectNotFoundError(uri, f"object not found ({text})")
-            if code in _DENIED or status == 403:
-                return AccessDeniedError(uri, f"access denied ({text})")
-            if code in _CHANGED or status == 412:
-                return ObjectChangedError(uri, f"object changed while loading ({text})")
-            if status is not None and (status >= 500 or status == 429) or code in {"SlowDown", "Throttling", "RequestTimeout"}:
-                return TransientSourceError(uri, f"server error {text}")
-            return SourceError(uri, text)
+            return error_for_response(uri, status, text, code)
         if isinstance(exc, botocore.exceptions.BotoCoreError | OSError):
             return TransientSourceError(uri, f"connection error: {exc!r}")
         return SourceError(uri, repr(exc))
@@ -146,12 +127,7 @@ class S3Source:
                 self.uri(name), f"asked for {len(buf)} bytes at {offset}, server sent {resp['ContentLength']}"
             )
         raw = body._raw_stream  # urllib3 response; see read_fully for why we go below botocore
-        try:
-            read_fully(self.uri(name), raw, buf, cancelled)
-        except (PartialReadError, ReadCancelled):
-            raw.close()
-            raise
-        raw.release_conn()
+        read_fully(self.uri(name), raw, buf, cancelled)
 
     def list(self) -> list[str]:
         prefix = f"{self.prefix}/" if self.prefix else ""
