@@ -53,19 +53,24 @@ ROUTER_HOLD_SECONDS = "warmscale_router_hold_seconds"         # histogram: how l
 ROUTER_REJECTED = "warmscale_router_rejected_total"           # counter: 503s past the hold bound
 
 
-def request_rate_query(window: str = "1m", by: str = MODEL_LABEL) -> str:
-    """PromQL: finished requests per second, per model."""
-    return f"sum by ({by}) (rate({REQUEST_SUCCESS}[{window}]))"
+def _series(metric: str, selector: str) -> str:
+    """`metric{selector}`; `selector` is PromQL label matchers without braces (may be empty)."""
+    return f"{metric}{{{selector}}}" if selector else metric
 
 
-def token_rate_query(counter: str, window: str = "1m", by: str = MODEL_LABEL) -> str:
+def request_rate_query(window: str = "1m", by: str = MODEL_LABEL, selector: str = "") -> str:
+    """PromQL: finished requests per second, per model (`selector`: label matchers, e.g. 'model_name="m"')."""
+    return f"sum by ({by}) (rate({_series(REQUEST_SUCCESS, selector)}[{window}]))"
+
+
+def token_rate_query(counter: str, window: str = "1m", by: str = MODEL_LABEL, selector: str = "") -> str:
     """PromQL: prompt or generation tokens per second, per model."""
-    return f"sum by ({by}) (rate({counter}[{window}]))"
+    return f"sum by ({by}) (rate({_series(counter, selector)}[{window}]))"
 
 
-def arrival_rate_query(window: str = "1m", by: str = ROUTER_MODEL_LABEL) -> str:
+def arrival_rate_query(window: str = "1m", by: str = ROUTER_MODEL_LABEL, selector: str = "") -> str:
     """PromQL: requests arriving at the router per second, per model."""
-    return f"sum by ({by}) (rate({ROUTER_ARRIVALS}[{window}]))"
+    return f"sum by ({by}) (rate({_series(ROUTER_ARRIVALS, selector)}[{window}]))"
 
 
 # --------------------------------------------------------------------------- forecasting

@@ -1,0 +1,60 @@
+"""Where to scrape a pod's `/metrics`: a `PodResolver` turns a pod into a URL.
+
+In a real cluster the engine listens on the pod's IP (`PodIPResolver`). On the test ground the
+kwok pods run no engine and their addresses must never be dialled: the fleet emulator's resolver
+(`autoscaler.sim.emulator`) or a `MappingResolver` sends the scrape to loopback instead.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["PodRef", "PodResolver", "PodIPResolver", "MappingResolver"]
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """The facts about a pod a resolver may use (read from the API server)."""
+
+    name: str
+    namespace: str = "default"
+    ip: str | None = None
+
+
+@runtime_checkable
+class PodResolver(Protocol):
+    def metrics_url(self, pod: PodRef) -> str | None:
+        """The URL of `pod`'s metrics, or None when it has none (yet)."""
+
+
+@dataclass(frozen=True)
+class PodIPResolver:
+    """Real clusters: http://<pod IP>:<port><path>."""
+
+    port: int = 8000
+    path: str = "/metrics"
+    scheme: str = "http"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"metrics port must be 1..65535, got {self.port!r}")
+        if not self.path.startswith("/"):
+            raise ValueError(f"metrics path must start with '/', got {self.path!r}")
+
+    def metrics_url(self, pod: PodRef) -> str | None:
+        if not pod.ip:
+            return None
+        host = f"[{pod.ip}]" if ipaddress.ip_address(pod.ip).version == 6 else pod.ip
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class MappingResolver:
+    """A fixed pod name -> URL table (a real engine on loopback standing in for a pod)."""
+
+    urls: Mapping[str, str]
+
+    def metrics_url(self, pod: PodRef) -> str | None:
+        return self.urls.get(pod.name)

@@ -1,0 +1,172 @@
+"""Direct scrape of an engine's (or the router's) `/metrics`: the Prometheus text parsed into an `EngineSample`.
+
+A series the text does not carry is `None` in the sample, never zero. A target that cannot be
+scraped (refused, timed out, non-200, unparsable) gives a `ScrapeResult` with `sample=None` and an
+`error` naming the URL and what went wrong: a failed scrape is missing data, not an idle engine.
+Metric names come from `autoscaler.contract` only.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from autoscaler.contract import (GENERATION_TOKENS, KV_CACHE_USAGE, KV_CACHE_USAGE_LEGACY, MODEL_LABEL,
+                                 NUM_PREEMPTIONS, NUM_REQUESTS_RUNNING, NUM_REQUESTS_WAITING, PROMPT_TOKENS,
+                                 REQUEST_SUCCESS, ROUTER_ARRIVALS, ROUTER_HELD_REQUESTS, ROUTER_MODEL_LABEL,
+                                 TIME_TO_FIRST_TOKEN)
+
+__all__ = ["Histogram", "EngineSample", "MetricsParseError", "parse_metrics", "ScrapeResult", "Scraper", "samples_of"]
+
+
+class MetricsParseError(ValueError):
+    """The text is not Prometheus exposition format."""
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A Prometheus histogram summed over the matching series: cumulative counts per upper bound."""
+
+    buckets: tuple[tuple[float, float], ...]   # (le, cumulative count), ascending le, last le = +Inf
+    count: float
+    sum: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSample:
+    """One scrape of one target at `time` (seconds, the caller's clock). `None` = series absent."""
+
+    time: float
+    waiting: float | None = None             # vllm:num_requests_waiting
+    running: float | None = None             # vllm:num_requests_running
+    kv_cache_usage: float | None = None      # vllm:kv_cache_usage_perc (or the legacy gpu_cache name), 0..1
+    prompt_tokens: float | None = None       # counter
+    generation_tokens: float | None = None   # counter
+    request_success: float | None = None     # counter, all finish reasons
+    preemptions: float | None = None         # counter
+    ttft: Histogram | None = None            # vllm:time_to_first_token_seconds
+    arrivals: float | None = None            # router counter (warmscale_router_arrivals_total)
+    held: float | None = None                # router gauge (warmscale_router_held_requests)
+
+
+def _collect(text: str, labels: Mapping[str, str]) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Sample name -> [(labels, value)] for the samples whose labels include `labels`."""
+    by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if all(s.labels.get(k) == v for k, v in labels.items()):
+                    by_name.setdefault(s.name, []).append((s.labels, float(s.value)))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MetricsParseError(f"not Prometheus text format: {exc}") from exc
+    return by_name
+
+
+def _sum(series: Mapping[str, list], name: str) -> float | None:
+    values = [v for _, v in series.get(name, ()) if not math.isnan(v)]
+    return sum(values) if values else None
+
+
+def _mean(series: Mapping[str, list], name: str) -> float | None:
+    values = [v for _, v in series.get(name, ()) if not math.isnan(v)]
+    return sum(values) / len(values) if values else None
+
+
+def _histogram(series: Mapping[str, list], name: str) -> Histogram | None:
+    per_le: dict[float, float] = {}
+    for lbl, v in series.get(f"{name}_bucket", ()):
+        le = float(lbl["le"])
+        per_le[le] = per_le.get(le, 0.0) + v
+    count = _sum(series, f"{name}_count")
+    if not per_le or count is None:
+        return None
+    return Histogram(buckets=tuple(sorted(per_le.items())), count=count, sum=_sum(series, f"{name}_sum") or 0.0)
+
+
+def parse_metrics(text: str, time: float, model: str | None = None,
+                  labels: Mapping[str, str] | None = None) -> EngineSample:
+    """Parse exposition `text` scraped at `time`. With `model`, keep only vLLM series whose
+    `model_name` is it and router series whose `model` is it; `labels` narrows further (e.g. a pod)."""
+    extra = dict(labels or {})
+    engine = _collect(text, {**extra, **({MODEL_LABEL: model} if model else {})})
+    router = engine if model is None else _collect(text, {**extra, ROUTER_MODEL_LABEL: model})
+    kv = _mean(engine, KV_CACHE_USAGE)
+    if kv is None:
+        kv = _mean(engine, KV_CACHE_USAGE_LEGACY)
+    return EngineSample(
+        time=time,
+        waiting=_sum(engine, NUM_REQUESTS_WAITING),
+        running=_sum(engine, NUM_REQUESTS_RUNNING),
+        kv_cache_usage=kv,
+        prompt_tokens=_sum(engine, PROMPT_TOKENS),
+        generation_tokens=_sum(engine, GENERATION_TOKENS),
+        request_success=_sum(engine, REQUEST_SUCCESS),
+        preemptions=_sum(engine, NUM_PREEMPTIONS),
+        ttft=_histogram(engine, TIME_TO_FIRST_TOKEN),
+        arrivals=_sum(router, ROUTER_ARRIVALS),
+        held=_sum(router, ROUTER_HELD_REQUESTS),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeResult:
+    """What scraping one target gave: a sample, or the reason there is none."""
+
+    target: str
+    url: str
+    sample: EngineSample | None
+    error: str | None = None
+
+
+class Scraper:
+    """Scrapes many `/metrics` URLs at once (a thread per target, one pooled httpx client).
+
+    `scrape({target: url})` returns `{target: ScrapeResult}`; it never raises for a dead target.
+    The clock (`time.time` by default) stamps each sample when its response arrived.
+    """
+
+    def __init__(self, timeout_s: float = 1.0, model: str | None = None, max_workers: int = 16,
+                 clock: Callable[[], float] = time.time):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.model = model
+        self.clock = clock
+        self._client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_connections=max_workers))
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="scrape")
+
+    def scrape_one(self, target: str, url: str) -> ScrapeResult:
+        try:
+            response = self._client.get(url)
+        except httpx.HTTPError as exc:
+            return ScrapeResult(target, url, None, f"scrape of {url} failed: {type(exc).__name__}: {exc}")
+        stamp = self.clock()
+        if response.status_code != 200:
+            return ScrapeResult(target, url, None, f"scrape of {url} answered HTTP {response.status_code}")
+        try:
+            return ScrapeResult(target, url, parse_metrics(response.text, stamp, self.model))
+        except MetricsParseError as exc:
+            return ScrapeResult(target, url, None, f"scrape of {url}: {exc}")
+
+    def scrape(self, targets: Mapping[str, str]) -> dict[str, ScrapeResult]:
+        futures = {t: self._pool.submit(self.scrape_one, t, url) for t, url in targets.items()}
+        return {t: f.result() for t, f in futures.items()}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def __enter__(self) -> Scraper:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def samples_of(results: Iterable[ScrapeResult]) -> dict[str, EngineSample]:
+    """The successful samples of a scrape round, by target."""
+    return {r.target: r.sample for r in results if r.sample is not None}
