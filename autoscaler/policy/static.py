@@ -24,6 +24,11 @@ class StaticPolicy:
         self.config = config
         self.interval_s = config.interval_s
 
+    @property
+    def fixed_replicas(self) -> int:
+        """The size a caller should start the fleet at (the simulator reads this)."""
+        return self.config.replicas
+
     def decide(self, obs: Observation) -> Decision:
         cur = max(0, int(obs.ready_replicas)) + max(0, int(obs.loading_replicas))
         n = self.config.replicas

@@ -11,10 +11,11 @@ from autoscaler.sim.results import PRIMARY_SLO, SimResult
 from autoscaler.sim.simulator import SimConfig, simulate
 from autoscaler.sim.traces import Workload, load_workload
 
-__all__ = ["ALL_POLICIES", "parse_span", "parse_slice", "tune_oracle", "OracleChoice", "make_sim_policy",
+__all__ = ["ALL_POLICIES", "verdict", "BOUND_NAMES", "parse_span", "parse_slice", "tune_oracle", "OracleChoice", "make_sim_policy",
            "run_policies", "TARGET_ATTAINMENT"]
 
 TARGET_ATTAINMENT = 0.99
+BOUND_NAMES = ("oracle",)   # clairvoyant runs: reported beside the policies, never ranked with them
 
 
 def ALL_POLICIES() -> list[str]:  # noqa: N802
@@ -86,6 +87,28 @@ def tune_oracle(workload: Workload, profile: EngineProfile, config: SimConfig | 
     return best
 
 
+def verdict(results: list[SimResult], target: float = TARGET_ATTAINMENT) -> dict:
+    """What the runs show about warmscale, and what the trace allows when nothing reaches `target`.
+
+    Returns {"text", "reached": [policies at or above target], "best": (policy, attainment)}."""
+    runs = [r for r in results if r.policy not in BOUND_NAMES]
+    if not runs:
+        return {"text": "no policy run", "reached": [], "best": None}
+    best = max(runs, key=lambda r: r.attainment)
+    reached = [r for r in runs if r.attainment >= target]
+    pct = f"{target * 100:g} %"
+    if not reached:
+        text = (f"no run reaches {pct} on this trace: the best is {best.policy} at {best.attainment * 100:.2f} % "
+                f"({best.requests - round(best.attainment * best.requests):,} of {best.requests:,} requests miss "
+                f"{PRIMARY_SLO.key}); with this profile and cold start the trace allows no more than that here, so "
+                f"GPU-hours are not compared at {pct}")
+        return {"text": text, "reached": [], "best": (best.policy, best.attainment)}
+    cheapest = min(reached, key=lambda r: r.gpu_hours)
+    text = (f"{len(reached)} of {len(runs)} runs reach {pct}; the fewest GPU-hours among them: {cheapest.policy} "
+            f"({cheapest.gpu_hours:.2f} GPU-h)")
+    return {"text": text, "reached": [r.policy for r in reached], "best": (best.policy, best.attainment)}
+
+
 def make_sim_policy(name: str, profile: EngineProfile, workload: Workload, static_replicas: int | None = None,
                     oracle: OracleChoice | None = None, **overrides):
     """A policy object for the simulator: a registry policy, 'oracle', or 'static' sized to the peak."""
@@ -107,7 +130,8 @@ def run_policies(trace: str, policies: list[str], profile: EngineProfile, *, sta
                  end_s: float | None = None, scale: float | None = None, peak_replicas: float = 10.0,
                  cv: float = 1.5, seed: int = 0, config: SimConfig | None = None, prewarm=None,
                  on_start=None, progress=None, workload: Workload | None = None,
-                 budget_x_oracle_peak: float | None = None) -> tuple[Workload, list[SimResult]]:
+                 budget_x_oracle_peak: float | None = None, settings: dict[str, dict] | None = None,
+                 static_replicas: int | None = None) -> tuple[Workload, list[SimResult]]:
     """Load `trace`, run each policy; 'oracle' and 'static' use the tuned oracle (static = its peak).
 
     `budget_x_oracle_peak`: when the oracle runs, give the other policies a GPU budget of this many
@@ -136,7 +160,8 @@ def run_policies(trace: str, policies: list[str], profile: EngineProfile, *, sta
             continue
         if on_start:
             on_start(name, w)
-        pol = make_sim_policy(name, profile, w, oracle=choice)
+        pol = make_sim_policy(name, profile, w, oracle=choice, static_replicas=static_replicas,
+                              **(settings or {}).get(name, {}))
         pw = prewarm if name == "warmscale" else None
         results.append(simulate(w, pol, profile, config, prewarm=pw, progress=progress))
     return w, results

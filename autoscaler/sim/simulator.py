@@ -354,6 +354,8 @@ class Simulation:
             n_init = cfg.initial_replicas
             if isinstance(n_init, dict):
                 n_init = n_init.get(m.name)
+            if n_init is None:   # a fixed-size policy starts at its size; others at the first minute's need
+                n_init = getattr(m.policy, "fixed_replicas", None)
             if n_init is None:
                 n_init = _first_minute_need(m.spec.workload, m.profile)
             for _ in range(int(n_init)):

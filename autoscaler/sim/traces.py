@@ -42,6 +42,7 @@ __all__ = [
     "load_workload",
     "scale_requests",
     "arrivals_from_rate",
+    "human_span",
 ]
 
 REQUEST_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -93,10 +94,15 @@ def resolve_trace(name_or_path: str) -> tuple[Path, str | None]:
                 f"trace {name_or_path!r} resolves to {path}, which does not exist; "
                 f"set WARMSCALE_TRACES_DIR to the folder holding azure_llm_2023/ and servegen_dev/")
         return path, model
-    # "file.csv:model" picks one model out of a rate file
+    # "file.csv::model" picks one model out of a rate file (two colons: a path may hold one)
     path_s, _, model = name_or_path.partition("::")
     path = Path(path_s)
     if not path.exists():
+        head, sep, tail = path_s.rpartition(":")
+        if sep and head and Path(head).exists():
+            raise FileNotFoundError(
+                f"trace {name_or_path!r}: no such file; to pick model {tail!r} of {head}, write "
+                f"{head}::{tail} (two colons)")
         raise FileNotFoundError(
             f"trace {name_or_path!r} is neither a known name ({', '.join(TRACE_NAMES)}) nor an existing file")
     return path, (model or None)
@@ -389,10 +395,7 @@ def load_workload(trace: str, *, factor: float | None = None, profile=None, peak
     if "aggregate_rate_rps" in header or "window_start_s" in header:
         rt = load_rate_trace(path, model)
         lp, lo = _lengths_pool()
-        s0 = 0.0 if start_s is None else float(start_s)
-        s1 = rt.duration_s if end_s is None else min(float(end_s), rt.duration_s)
-        if s1 <= s0:
-            raise ValueError(f"empty slice [{s0}, {s1}) of trace {name} (it lasts {rt.duration_s:g} s)")
+        s0, s1, clip_note = _clip_slice(name, start_s, end_s, 0.0, rt.duration_s)
         if factor is None:
             if profile is None:
                 raise ValueError("either factor or profile is needed to scale a trace")
@@ -405,24 +408,59 @@ def load_workload(trace: str, *, factor: float | None = None, profile=None, peak
         notes = [f"arrivals: Gamma renewal, CV {cv:g}, on {factor:.4g} x the trace's rate "
                  f"(linear between 10-minute window centres)",
                  f"token lengths resampled from {LENGTHS_FROM} (the rate file has none)"]
+        if clip_note:
+            notes.append(clip_note)
         if rt.gaps:
             notes.append(f"{rt.gaps} collection-gap windows (rate 0, or partly collected next to one) filled by interpolation")
         return Workload(name, model or rt.model, t, lp[pick], lo[pick], s0, s1, factor, "rate", str(path), notes,
                         rt, cv)
     arrival, prompt, output = load_request_trace(path)
-    s0 = 0.0 if start_s is None else float(start_s)
-    s1 = float(arrival[-1]) + 1e-9 if end_s is None else float(end_s)
-    sel = (arrival >= s0) & (arrival < s1) if (start_s is not None or end_s is not None) else slice(None)
+    s0, s1, clip_note = _clip_slice(name, start_s, end_s, 0.0, float(arrival[-1]) + 1e-9)
+    sel = (arrival >= s0) & (arrival < s1)
     arrival, prompt, output = arrival[sel], prompt[sel], output[sel]
     if arrival.size == 0:
-        raise ValueError(f"empty slice [{s0}, {s1}) of trace {name}")
+        raise ValueError(f"slice {human_span(s0)} - {human_span(s1)} of trace {name} holds no request")
     if factor is None:
         if profile is None:
             raise ValueError("either factor or profile is needed to scale a trace")
         factor = _factor_for_requests(arrival, prompt, output, s0, s1, profile, peak_replicas)
     t, p, o = scale_requests(arrival, prompt, output, factor, rng)
     notes = [f"each request repeated {factor:.4g} x on average (copies jittered by up to 2 s)"]
+    if clip_note:
+        notes.append(clip_note)
     return Workload(name, name, t, p, o, s0, s1, factor, "requests", str(path), notes)
+
+
+def human_span(seconds: float) -> str:
+    """12600 -> '3h30m', 86400*7 -> '7d', 42.5 -> '42.5s' (the units --slice accepts)."""
+    s = float(seconds)
+    if s != s or abs(s) == math.inf:
+        return str(s)
+    sign, s = ("-", -s) if s < 0 else ("", s)
+    d, rem = divmod(s, DAY_S)
+    h, rem = divmod(rem, 3600.0)
+    m, sec = divmod(rem, 60.0)
+    parts = [f"{int(d)}d" if d else "", f"{int(h)}h" if h else "", f"{int(m)}m" if m else "",
+             f"{sec:.3g}s" if sec >= 0.0005 else ""]
+    return sign + ("".join(parts) or "0s")
+
+
+def _clip_slice(name: str, start_s: float | None, end_s: float | None, first_s: float,
+                last_s: float) -> tuple[float, float, str | None]:
+    """The simulated span inside the trace's [first_s, last_s]: an error when the slice misses the
+    trace or is empty, a note when its end is cut to the trace's end."""
+    s0 = first_s if start_s is None else float(start_s)
+    s1 = last_s if end_s is None else float(end_s)
+    if s1 <= s0:
+        raise ValueError(f"slice {human_span(s0)}:{human_span(s1)} of trace {name} is empty (its end is not "
+                         f"after its start)")
+    if s0 >= last_s:
+        raise ValueError(f"slice {human_span(s0)}:{human_span(s1)} starts after trace {name} ends "
+                         f"(it lasts {human_span(last_s)})")
+    if s1 > last_s + 1e-6:
+        return s0, last_s, (f"slice end {human_span(s1)} is past the trace's end: clipped to "
+                            f"{human_span(s0)}:{human_span(last_s)}")
+    return s0, s1, None
 
 
 def _factor_for_requests(arrival, prompt, output, s0, s1, profile, peak_replicas) -> float:

@@ -144,3 +144,89 @@ def test_engine_timings_sums_vllm_request_histograms_over_label_sets():
     assert got["queue"] == (0.75, 4.0)
     assert got["prefill"] == (0.04, 4.0)
     assert got["decode"] == (0.0, 0.0)
+
+
+def _run(argv, capsys):
+    args = _parser().parse_args(argv)
+    code = args.handler(args)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_errors_are_one_unwrapped_line_even_for_a_long_path(tmp_path, capsys):
+    deep = tmp_path.joinpath(*[f"a-rather-long-folder-name-{i}" for i in range(6)])
+    deep.mkdir(parents=True)
+    trace = deep / "bad.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1.0,10,2\n0.5,10,2\n")
+    code, _, err = _run(["simulate", "--trace", str(trace), "--policy", "static"], capsys)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(trace) in lines[0] and "row 3" in lines[0]
+
+
+def test_unknown_policy_is_an_error_line_with_exit_2(tmp_path, capsys):
+    code, _, err = _run(["simulate", "--trace", str(_tiny_trace(tmp_path)), "--policy", "warmscale,kedaa"], capsys)
+    assert code == 2 and err.startswith("error: ") and "'kedaa'" in err and "keda" in err
+
+
+def test_gpu_budget_zero_is_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(["simulate", "--trace", str(_tiny_trace(tmp_path)), "--gpu-budget", "0"])
+    assert exc.value.code == 2 and "must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_one_colon_model_gets_a_two_colon_hint(tmp_path, capsys):
+    rates = tmp_path / "rates.csv"
+    rates.write_text("window_start_s,model,aggregate_rate_rps\n0,a,1\n600,a,2\n0,b,1\n600,b,1\n")
+    code, _, err = _run(["simulate", "--trace", f"{rates}:a", "--policy", "static"], capsys)
+    assert code == 2 and f"{rates}::a (two colons)" in err
+    code, out, _ = _run(["simulate", "--trace", f"{rates}::b", "--policy", "static", "--peak-replicas", "1"], capsys)
+    assert code == 0 and "rates, model b:" in out
+
+
+def test_slice_past_the_end_is_clipped_with_a_note_or_an_error(tmp_path, capsys):
+    import json
+
+    trace = _tiny_trace(tmp_path)   # 600 s long
+    out = tmp_path / "r.json"
+    code, stdout, _ = _run(["simulate", "--trace", str(trace), "--policy", "static", "--slice", "5m:2h",
+                            "--json", str(out)], capsys)
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["results"][0]["end_s"] == pytest.approx(599.5, abs=0.01)
+    assert any("clipped to 5m:9m59.5s" in n for n in data["notes"])
+    code, _, err = _run(["simulate", "--trace", str(trace), "--policy", "static", "--slice", "1h:2h"], capsys)
+    assert code == 2 and "starts after trace tiny ends (it lasts 9m59.5s)" in err
+
+
+def test_static_size_and_policy_settings_from_the_command_line(tmp_path, capsys):
+    import json
+
+    trace = _tiny_trace(tmp_path)
+    out = tmp_path / "r.json"
+    code, stdout, _ = _run(["simulate", "--trace", str(trace), "--policy", "static,knative", "--static-replicas",
+                            "3", "--set", "knative.target_concurrency=7", "--json", str(out)], capsys)
+    assert code == 0
+    res = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
+    assert res["static"]["peak_replicas"] == 3
+    code, _, err = _run(["simulate", "--trace", str(trace), "--policy", "knative", "--set",
+                         "knative.no_such_knob=1"], capsys)
+    assert code == 2 and "no_such_knob" in err and err.startswith("error: ")
+    code, _, err = _run(["simulate", "--trace", str(trace), "--policy", "knative", "--set", "keda.threshold=3"],
+                        capsys)
+    assert code == 2 and "'keda' is not among those run" in err
+
+
+def test_verdict_says_what_the_trace_allows_when_nothing_reaches_99():
+    from autoscaler.sim.runner import verdict
+    from autoscaler.sim.results import SimResult
+
+    def res(policy, att, gpu_h):
+        return SimResult(policy, "t", "m", "p", 1.0, 0, 1, 1000, 1000, {}, {"2s/100ms": att}, None, None, None, None,
+                         gpu_h, 0, 0, 0, 0, 0.0, 0, 1, 1.0, {}, 0.0, 0.0)
+
+    v = verdict([res("warmscale", 0.95, 2.0), res("keda", 0.97, 3.0), res("oracle", 0.999, 1.0)])
+    assert v["reached"] == [] and v["best"] == ("keda", 0.97)
+    assert "no run reaches 99 %" in v["text"] and "30 of 1,000" in v["text"]
+    v = verdict([res("warmscale", 0.995, 2.0), res("keda", 0.991, 3.0)])
+    assert v["reached"] == ["warmscale", "keda"] and "warmscale (2.00 GPU-h)" in v["text"]
