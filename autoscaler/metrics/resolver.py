@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["PodRef", "PodResolver", "PodIPResolver", "MappingResolver"]
+__all__ = ["PodRef", "PodResolver", "PodIPResolver", "MappingResolver", "TemplateResolver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +58,26 @@ class MappingResolver:
 
     def metrics_url(self, pod: PodRef) -> str | None:
         return self.urls.get(pod.name)
+
+
+@dataclass(frozen=True)
+class TemplateResolver:
+    """A URL template with {name}, {namespace} and {ip}, e.g. the emulator's
+    'http://127.0.0.1:9400/pods/{namespace}/{name}/metrics'. A template using {ip} gives None for a
+    pod without one."""
+
+    template: str
+
+    def __post_init__(self) -> None:
+        try:
+            self.template.format(name="n", namespace="ns", ip="i")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"metrics URL template {self.template!r}: only {{name}}, {{namespace}} and {{ip}} "
+                             f"may appear ({exc})") from None
+        if not self.template.startswith(("http://", "https://")):
+            raise ValueError(f"metrics URL template must start with http:// or https://, got {self.template!r}")
+
+    def metrics_url(self, pod: PodRef) -> str | None:
+        if "{ip}" in self.template and not pod.ip:
+            return None
+        return self.template.format(name=pod.name, namespace=pod.namespace, ip=pod.ip or "")

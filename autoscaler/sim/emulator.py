@@ -11,7 +11,8 @@ HTTP (uvicorn on 127.0.0.1):
 
     /metrics                  every Ready pod's vLLM series (labels model_name, engine, pod,
                               namespace) plus the router's series per model: what Prometheus scrapes
-    /pods/<name>/metrics      one pod's vLLM series (503 while not Ready, 404 unknown)
+    /pods/<name>/metrics      one pod's vLLM series (503 while not Ready, 404 unknown); also
+    /pods/<namespace>/<name>/metrics (for a URL template such as the controller's)
     /router/metrics           the router's series (warmscale_router_arrivals_total, _held_requests)
 
 `resolver()` gives the `PodResolver` that sends the controller's direct scrapes here. Counters
@@ -335,6 +336,11 @@ class FleetEmulator:
         return f"{self.url}/pods/{pod}/metrics"
 
     @property
+    def metrics_url_template(self) -> str:
+        """For `TemplateResolver` / the controller's --metrics-url-template."""
+        return f"{self.url}/pods/{{namespace}}/{{name}}/metrics"
+
+    @property
     def router_metrics_url(self) -> str:
         return f"{self.url}/router/metrics"
 
@@ -369,6 +375,12 @@ class FleetEmulator:
             if state is None:
                 return Response(f"pod {name!r} is not Ready\n", status_code=503)
             return text(self.render(pod=name, router=False))
+
+        @app.get("/pods/{namespace}/{name}/metrics")
+        def namespaced_pod_metrics(namespace: str, name: str) -> Response:
+            if namespace != self.namespace:
+                return Response(f"no pod {name!r} in namespace {namespace!r} in the emulator\n", status_code=404)
+            return pod_metrics(name)
 
         return app
 

@@ -209,3 +209,13 @@ def test_emulator_metric_names_are_vllm_names(emulator):
     for name in (NUM_REQUESTS_WAITING, NUM_REQUESTS_RUNNING, KV_CACHE_USAGE, REQUEST_SUCCESS, PROMPT_TOKENS,
                  GENERATION_TOKENS):
         assert f"\n{name}{{" in text
+
+
+def test_a_url_template_reaches_the_namespaced_pod_path(emulator):
+    from autoscaler.metrics.resolver import TemplateResolver
+
+    emulator.set_pods(MODEL, {"tiny-a": True})
+    url = TemplateResolver(emulator.metrics_url_template).metrics_url(PodRef("tiny-a", "llm", "10.244.0.9"))
+    assert parse_metrics(httpx.get(url).text, 0.0, MODEL).waiting == 0
+    other_ns = TemplateResolver(emulator.metrics_url_template).metrics_url(PodRef("tiny-a", "elsewhere"))
+    assert httpx.get(other_ns).status_code == 404

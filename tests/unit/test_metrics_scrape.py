@@ -173,3 +173,22 @@ def test_mapping_resolver_sends_known_pods_to_loopback():
     assert resolver.metrics_url(PodRef("p", ip="10.244.0.9")) == "http://127.0.0.1:8001/metrics"
     assert resolver.metrics_url(PodRef("q")) is None
 
+
+
+def test_template_resolver_fills_name_namespace_and_ip():
+    from autoscaler.metrics.resolver import TemplateResolver
+
+    r = TemplateResolver("http://127.0.0.1:9400/pods/{namespace}/{name}/metrics")
+    assert r.metrics_url(PodRef("p", "llm", "10.244.0.1")) == "http://127.0.0.1:9400/pods/llm/p/metrics"
+    assert TemplateResolver("http://{ip}:8000/metrics").metrics_url(PodRef("p")) is None
+
+
+@pytest.mark.parametrize("template,message", [
+    ("http://127.0.0.1/{pod}/metrics", "only {name}, {namespace} and {ip}"),
+    ("127.0.0.1/{name}", "must start with http"),
+])
+def test_template_resolver_rejects_a_bad_template(template, message):
+    from autoscaler.metrics.resolver import TemplateResolver
+
+    with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        TemplateResolver(template)
