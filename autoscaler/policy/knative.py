@@ -16,7 +16,9 @@ Sources (knative/serving):
 - pkg/reconciler/autoscaling/kpa/scaler.go: 0 only after the scale-to-zero grace period.
 
 Metric: Knative's queue-proxy counts in-flight requests per pod (queued + being served), so the
-observed concurrency is running + waiting (at zero, the requests the activator holds: waiting).
+observed concurrency is running + waiting, plus the requests the activator holds while no pod is
+ready (`Observation.held_requests`, the router's gauge). The KPA reads these statistics straight
+from the pods every second; run it with direct 1 s sensing to give it that.
 Target: the default 100 is for generic HTTP; for vLLM the concurrency one pod admits is its
 `max_num_seqs`, so target = capacity.max_num_seqs unless `target_concurrency` is given.
 """
@@ -93,7 +95,7 @@ class KnativePolicy:
         if stale:
             return Decision(obs.model, t, cur, cur, Reason.HOLD_FAIL_STATIC_STALE, Signal.CONCURRENCY,
                             "concurrency data stale")
-        conc = (r or 0.0) + (w or 0.0)
+        conc = (r or 0.0) + (w or 0.0) + (clean(obs.held_requests) or 0.0)
         st.win.add(t, conc)
         stable = st.win.mean_since(t - cfg.stable_window_s)
         panic_v = st.win.mean_since(t - self.panic_window_s)

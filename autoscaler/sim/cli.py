@@ -47,8 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-budget", type=_positive_int, default=None,
                    help="GPUs available to the fleet (default: 2 x the oracle's peak when the oracle or static "
                         "runs, as in bench/policies.py; otherwise unlimited)")
-    p.add_argument("--scrape-interval", type=float, default=15.0, help="metric scrape interval, s")
-    p.add_argument("--scrape-lag", type=float, default=0.0, help="extra metric delay, s")
+    p.add_argument("--sensing", choices=("prometheus", "direct"), default="prometheus",
+                   help="how the controller reads metrics: prometheus (15 s scrapes, answers 15 s late; the "
+                        "controller in a cluster) or direct (1 s scrapes of each pod; local mode)")
+    p.add_argument("--no-router", action="store_true",
+                   help="no router metrics (arrivals, held requests): vLLM's own metrics only")
+    p.add_argument("--scrape-interval", type=float, default=None, help="scrape interval, s (default: the mode's)")
+    p.add_argument("--scrape-lag", type=float, default=None, help="delivery lag of metrics, s (default: the mode's)")
+    p.add_argument("--miss-rate", type=float, default=0.01, help="share of pod scrapes that fail (default 0.01)")
     p.add_argument("--static-replicas", type=_positive_int, default=None, metavar="N",
                    help="replicas of the static policy (default: the oracle's peak)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="POLICY.FIELD=VALUE",
@@ -152,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from autoscaler.sim.runner import verdict
+    from autoscaler.sim.sensing import SensingConfig
     from autoscaler.sim.traces import TraceError, human_span
 
     console = Console(stderr=True)
@@ -167,8 +174,12 @@ def run(args: argparse.Namespace) -> int:
         _check_settings(settings, profile)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         return _error(_setting_error(exc))
-    config = SimConfig(gpu_budget=args.gpu_budget, scrape_interval_s=args.scrape_interval,
-                       scrape_lag_s=args.scrape_lag)
+    try:
+        sensing = SensingConfig(mode=args.sensing, router=not args.no_router, scrape_interval_s=args.scrape_interval,
+                                lag_s=args.scrape_lag, miss_rate=args.miss_rate)
+    except ValueError as exc:
+        return _error(str(exc))
+    config = SimConfig(gpu_budget=args.gpu_budget, sensing=sensing)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("loading trace", total=1.0)

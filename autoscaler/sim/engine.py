@@ -55,7 +55,7 @@ class Replica:
 
     __slots__ = ("idx", "base", "per_seq", "per_kv", "inv_ptps", "max_seqs", "budget", "kv_cap", "t", "waiting",
                  "prefill", "dec", "admitted", "D", "B", "join_sum", "kv_static", "pf_rem", "busy_s", "gen_tokens",
-                 "preemptions", "completed", "first_out", "done_out", "hist", "state", "gpu_start", "gpu_end",
+                 "preemptions", "completed", "prompt_tokens_done", "first_out", "done_out", "hist", "state", "gpu_start", "gpu_end",
                  "created", "ready_at", "busy_mark")
 
     def __init__(self, idx: int, profile, first_out, done_out, hist: list[int]):
@@ -82,6 +82,7 @@ class Replica:
         self.gen_tokens = 0
         self.preemptions = 0
         self.completed = 0
+        self.prompt_tokens_done = 0       # vllm:prompt_tokens_total: counted when a prefill completes
         self.first_out = first_out        # array-likes indexed by rid: first-token and completion times
         self.done_out = done_out
         self.hist = hist                  # TTFT histogram counts (len(TTFT_BUCKETS) + 1), shared per model
@@ -212,6 +213,7 @@ class Replica:
                 r = pf.popleft()
                 self.gen_tokens += 1
                 if r.first < 0:
+                    self.prompt_tokens_done += r.prompt
                     r.first = t_end
                     self.first_out[r.rid] = t_end
                     hist[bisect_left(TTFT_BUCKETS, t_end - r.arrival)] += 1

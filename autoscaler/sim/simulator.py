@@ -13,9 +13,10 @@ Pieces (all on one virtual clock, seconds on the trace's own clock):
   Starting (GPU held; scheduling + image pull + weight load + warm-up) -> Ready -> Draining (no
   new requests; finishes what it holds) -> gone. Scale-down removes Pending, then Starting, then
   Ready replicas, newest first (the ReplicaSet's order).
-* **Metrics** are scraped every `scrape_interval_s` (vLLM's gauges and counters summed over Ready
-  replicas, arrivals counted at the gateway); a control tick sees the newest scrape at least
-  `scrape_lag_s` old, with rates over `rate_window_s`, like `rate(x[1m])` in Prometheus.
+* **Metrics** come as production exposes them (`autoscaler.sim.sensing`): vLLM's per-pod series
+  (finished requests, prompt tokens at prefill, waiting/running as the engine counts them) and the
+  router's arrivals and held requests, read through Prometheus (15 s scrapes with jitter and
+  missed scrapes, answers 15 s late, `rate()` with its extrapolation) or by direct 1 s scrapes.
 * **Control**: every `policy.interval_s` the policy gets an `Observation` and its `Decision.desired`
   is applied at once (replica counts come fresh from the API server, not lagged).
 * **GPU budget**: at most `gpu_budget` GPUs held at once by all models together.
@@ -38,6 +39,7 @@ from autoscaler.policy.types import Observation
 from autoscaler.sim.engine import TTFT_BUCKETS, Replica, Request
 from autoscaler.sim.prewarm import forecast_of
 from autoscaler.sim.results import SimResult, summarize
+from autoscaler.sim.sensing import SensingConfig, Sensor, hist_quantile as _hist_quantile
 
 __all__ = ["SimConfig", "ModelSpec", "Simulation", "simulate"]
 
@@ -47,9 +49,7 @@ _READY, _SCRAPE, _TICK, _HORIZON = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class SimConfig:
-    scrape_interval_s: float = 15.0      # Prometheus scrape interval (vLLM production-stack's example: 15 s)
-    scrape_lag_s: float = 0.0            # extra delay before a scrape is visible to the controller
-    rate_window_s: float = 60.0          # rate(...[1m])
+    sensing: SensingConfig = field(default_factory=SensingConfig)   # how the controller reads the fleet
     gpu_budget: int | None = None        # GPUs shared by all models; None = unlimited
     gateway_timeout_s: float = 600.0     # a request held for a cold start longer than this is dropped
     drain_after_end_s: float = 3600.0    # after the trace ends, finish in-flight work for at most this long
@@ -85,7 +85,6 @@ class _Model:
     prompt_tokens: int = 0
     gen_gone: int = 0
     hist: list = field(default_factory=list)
-    snaps: deque = field(default_factory=deque)
     scale_up_events: int = 0
     scale_down_events: int = 0
     decisions: Counter = field(default_factory=Counter)
@@ -97,6 +96,7 @@ class _Model:
     replica_seq: int = 0
     peak_replicas: int = 0
     horizon: dict | None = None
+    sensor: Sensor | None = None
 
     def active(self):
         return self.ready + self.draining
@@ -127,7 +127,8 @@ class Simulation:
         for i, spec in enumerate(models):
             w = spec.workload
             self.models.append(_Model(w.model, spec, i, spec.policy, spec.profile, n0, len(w),
-                                      hist=[0] * (len(TTFT_BUCKETS) + 1)))
+                                      hist=[0] * (len(TTFT_BUCKETS) + 1),
+                                      sensor=Sensor(self.config.sensing, w.model, spec.profile, seed * 1000 + i)))
             n0 += len(w)
         self.total = n0
         self.first = np.full(n0, np.nan)
@@ -258,79 +259,33 @@ class Simulation:
         while m.gateway and m.gateway[0].arrival < t - cfg.gateway_timeout_s:
             req = m.gateway.popleft()
             self.dropped[req.rid] = 2
-        waiting = sum(len(r.waiting) for r in m.ready) + len(m.gateway)
-        running = sum(len(r.admitted) for r in m.ready)
-        kv = (sum(r.kv_static + r.B * r.D - r.join_sum for r in m.ready) / (len(m.ready) * m.profile.engine.kv_cache_tokens)
-              if m.ready else None)
-        gen = m.gen_gone + sum(r.gen_tokens for r in m.ready) + sum(r.gen_tokens for r in m.draining)
-        cpu = None
-        if m.ready:
-            dt = cfg.scrape_interval_s
-            tot = 0.0
-            for r in m.ready:
-                busy = (r.busy_s - r.busy_mark) / dt
-                r.busy_mark = r.busy_s
-                tot += m.profile.cpu.utilization(busy)
-            cpu = tot / len(m.ready)
-        m.snaps.append((t, m.arrivals, m.prompt_tokens, gen, tuple(m.hist), waiting, running, kv, cpu,
-                        len(m.ready) > 0 or bool(m.gateway)))
-        keep = cfg.rate_window_s + cfg.scrape_lag_s + 2 * cfg.scrape_interval_s
-        while len(m.snaps) > 2 and m.snaps[1][0] < t - keep:
-            m.snaps.popleft()
+        m.sensor.scrape(t, m.ready, m.arrivals, len(m.gateway), m.hist)
         if t - m.last_t_tl >= cfg.timeline_interval_s - 1e-9 or not m.timeline["t"]:
             tl = m.timeline
-            span = t - m.last_t_tl if tl["t"] else cfg.scrape_interval_s
+            span = t - m.last_t_tl if tl["t"] else cfg.sensing.interval
             tl["t"].append(t)
             tl["demand_rps"].append((m.arrivals - m.last_arrivals_tl) / span if span > 0 else 0.0)
             tl["ready"].append(len(m.ready))
             tl["loading"].append(len(m.starting) + len(m.pending))
             tl["draining"].append(len(m.draining))
             tl["desired"].append(m.last_desired)
-            tl["waiting"].append(waiting)
-            tl["kv"].append(kv if kv is not None else 0.0)
+            tl["waiting"].append(sum(len(r.waiting) for r in m.ready) + len(m.gateway))
+            kv = (sum(r.kv_used() for r in m.ready) / (len(m.ready) * m.profile.engine.kv_cache_tokens)
+                  if m.ready else 0.0)
+            tl["kv"].append(kv)
             m.last_arrivals_tl = m.arrivals
             m.last_t_tl = t
 
     def _observe(self, m: _Model, t: float) -> Observation:
-        cfg = self.config
-        snaps = m.snaps
-        cur = None
-        for s in reversed(snaps):
-            if s[0] <= t - cfg.scrape_lag_s + 1e-9:
-                cur = s
-                break
-        loading = len(m.starting) + len(m.pending)
-        if cur is None:
-            return Observation(model=m.name, time=t, ready_replicas=len(m.ready), loading_replicas=loading,
-                               waiting_requests=None, running_requests=None, kv_cache_usage=None,
-                               request_rate=None, prompt_token_rate=None, generation_token_rate=None)
-        prev = None
-        for s in snaps:
-            if s[0] >= cur[0] - cfg.rate_window_s - 1e-9:
-                prev = s
-                break
-        rate = ptok = gtok = ttft95 = None
-        if prev is not None and prev is not cur and cur[0] > prev[0]:
-            span = cur[0] - prev[0]
-            rate = (cur[1] - prev[1]) / span
-            ptok = (cur[2] - prev[2]) / span
-            gtok = (cur[3] - prev[3]) / span
-            ttft95 = _hist_quantile(0.95, [a - b for a, b in zip(cur[4], prev[4])])
-        has = cur[9]
-        return Observation(
-            model=m.name, time=t, ready_replicas=len(m.ready), loading_replicas=loading,
-            waiting_requests=float(cur[5]) if has else (0.0 if not m.ready else None),
-            running_requests=float(cur[6]) if has else (0.0 if not m.ready else None),
-            kv_cache_usage=cur[7], request_rate=rate, prompt_token_rate=ptok, generation_token_rate=gtok,
-            ttft_p95=ttft95, cpu_utilization=cur[8], metrics_time=cur[0])
+        return m.sensor.observe(t, len(m.ready), len(m.starting) + len(m.pending))
 
     def _tick(self, m: _Model, t: float) -> None:
         obs = self._observe(m, t)
         pw = self.prewarm
         if pw is not None:
-            if obs.request_rate is not None:
-                pw.observe(m.name, t, obs.request_rate, obs.prompt_token_rate or 0.0,
-                           obs.generation_token_rate or 0.0)
+            demand = obs.arrival_rate if obs.arrival_rate is not None else obs.request_rate
+            if demand is not None:
+                pw.observe(m.name, t, demand, obs.prompt_token_rate or 0.0, obs.generation_token_rate or 0.0)
             floor = pw.floor(m.name, t)
             fc = forecast_of(pw, m.name, t)
             if floor is not None or fc is not None:
@@ -369,7 +324,7 @@ class Simulation:
         self.events = [e for e in self.events if not (e[1] == _READY and e[3][1].state != "starting")]
         heapq.heapify(self.events)
         for m in self.models:
-            self._push(t0, _SCRAPE, m)
+            self._push(t0, _SCRAPE, (m, t0))
             self._push(t0 + m.policy.interval_s, _TICK, m)
         self._push(self.end_s, _HORIZON, None)
 
@@ -445,10 +400,11 @@ class Simulation:
                 if r.state == "starting":
                     self._make_ready(pm, r, t)
             elif kind == _SCRAPE:
-                self._scrape(payload, t)
-                nt = t + cfg.scrape_interval_s
+                sm, slot = payload
+                self._scrape(sm, t)
+                slot, nt = sm.sensor.next_scrape(slot)
                 if nt <= self.end_s:
-                    self._push(nt, _SCRAPE, payload)
+                    self._push(nt, _SCRAPE, (sm, slot))
             elif kind == _TICK:
                 self._tick(payload, t)
                 nt = t + payload.policy.interval_s
@@ -493,25 +449,6 @@ def _replace(obs: Observation, **kw) -> Observation:
     from dataclasses import replace
 
     return replace(obs, **kw)
-
-
-def _hist_quantile(q: float, counts: list[int]) -> float | None:
-    """Prometheus histogram_quantile over vLLM's TTFT buckets (linear within a bucket)."""
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    cum = 0
-    lo = 0.0
-    for i, c in enumerate(counts):
-        hi = TTFT_BUCKETS[i] if i < len(TTFT_BUCKETS) else TTFT_BUCKETS[-1]
-        if cum + c >= rank and c > 0:
-            if i >= len(TTFT_BUCKETS):
-                return TTFT_BUCKETS[-1]
-            return lo + (hi - lo) * (rank - cum) / c
-        cum += c
-        lo = hi
-    return TTFT_BUCKETS[-1]
 
 
 def _first_minute_need(workload, profile) -> int:
