@@ -19,7 +19,7 @@ from autoscaler.overrides.model import (AUDIT_KIND, AUDIT_PLURAL, GROUP, KIND, P
                                         ScalingOverride, Schedule, format_duration, parse_duration, utc)
 from autoscaler.overrides.store import ActiveSpecsMixin
 
-__all__ = ["KubeOverrideStore", "KubeAuditLog", "to_object", "from_object"]
+__all__ = ["KubeOverrideStore", "KubeAuditLog", "to_object", "from_object", "specs_from_objects"]
 
 API_VERSION = f"{GROUP}/{VERSION}"
 IDEMPOTENCY_LABEL = f"{GROUP}/idempotency-key"
@@ -244,3 +244,20 @@ def _audit_entry(obj: dict) -> AuditEntry:
                       override=spec["override"], target=spec["target"],
                       previous=json.loads(spec["previous"]) if spec.get("previous") else None,
                       current=json.loads(spec["current"]) if spec.get("current") else None)
+
+
+def specs_from_objects(objects: list[dict], namespace: str, autoscaler: str, now: float) -> list:
+    """For a controller that watches ScalingOverride objects itself: the OverrideSpecs of one
+    ModelAutoscaler in force at `now` (objects of other targets and namespaces are skipped; an object
+    that cannot be read, e.g. a kubectl-written one the API server let through, is logged and left out)."""
+    from autoscaler.overrides.resolve import active_specs, log
+    mine = []
+    for obj in objects:
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        if meta.get("namespace") != namespace or spec.get("target") != autoscaler:
+            continue
+        try:
+            mine.append(from_object(obj))
+        except (KeyError, ValueError) as err:
+            log.warning("override %s/%s ignored: %s", namespace, meta.get("name"), err)
+    return active_specs(mine, now)
