@@ -39,6 +39,15 @@ def clean(x: float | int | None) -> float | None:
     return v
 
 
+def max_opt(a: float | None, b: float | None) -> float | None:
+    """The larger of two optional numbers; None only when both are None."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a >= b else b
+
+
 def ceil_eps(x: float) -> int:
     """ceil that ignores float noise: 4.0000000001 -> 4."""
     return int(math.ceil(x - _EPS)) if x > 0.0 else 0
@@ -121,6 +130,15 @@ class TimeWindow:
     def items(self) -> Iterable[tuple[float, float]]:
         return self._q
 
+    def dump(self) -> list[list[float]]:
+        """The samples as [[time, value], ...], oldest first (JSON-safe)."""
+        return [[t, v] for t, v in self._q]
+
+    def load(self, samples: Iterable[Iterable[float]]) -> None:
+        """Replace the samples with `samples` as `dump()` wrote them."""
+        self._q.clear()
+        self._q.extend(_pairs(samples))
+
 
 class MaxWindow:
     """Sliding maximum over the last `span_s` seconds (inclusive), O(1) amortised per sample:
@@ -156,6 +174,23 @@ class MaxWindow:
 
     def __len__(self) -> int:
         return len(self._q)
+
+    def dump(self) -> list[list[float]]:
+        """The kept samples as [[time, value], ...], oldest first (JSON-safe)."""
+        return [[t, v] for t, v in self._q]
+
+    def load(self, samples: Iterable[Iterable[float]]) -> None:
+        """Replace the kept samples with `samples` as `dump()` wrote them."""
+        self._q.clear()
+        self._q.extend(_pairs(samples))
+
+
+def _pairs(samples: Iterable[Iterable[float]]) -> list[tuple[float, float]]:
+    out = []
+    for s in samples:
+        t, v = s
+        out.append((float(t), float(v)))
+    return out
 
 
 def lsq_slope(points: Iterable[tuple[float, float]]) -> tuple[float, int, float]:

@@ -53,16 +53,22 @@ Cost: plain floats and a few deques of ~stable_window/interval samples; ~tens of
 """
 from __future__ import annotations
 
-import math
+from typing import Any
 
 from pydantic import Field, model_validator
 
-from autoscaler.policy._common import (MaxWindow, PolicyConfig, TimeWindow, ceil_eps, clean, is_stale, lsq_slope,
-                                      recent_rate_bound)
+from autoscaler.contract import Decision, DecisionExplain, Observation, Signal
+from autoscaler.policy._common import PolicyConfig, ceil_eps, max_opt
 from autoscaler.policy.capacity import ReplicaCapacity
-from autoscaler.policy.types import Decision, Observation, Reason, Signal
+from autoscaler.policy.warmscale_calc import (busy_fraction, concurrency_need, floor_replicas, forecast_need, is_idle,
+                                              kv_need, panic_triggers, read_observation, state_need, trend_need,
+                                              up_need)
+from autoscaler.policy.warmscale_normalize import History, Needs, normalize
+from autoscaler.policy.warmscale_state import WarmscaleState
 
-__all__ = ["WarmscaleConfig", "WarmscalePolicy"]
+__all__ = ["SNAPSHOT_VERSION", "WarmscaleConfig", "WarmscalePolicy"]
+
+SNAPSHOT_VERSION = 1
 
 
 class WarmscaleConfig(PolicyConfig):
@@ -144,39 +150,13 @@ class WarmscaleConfig(PolicyConfig):
         return self
 
 
-class _State:
-    __slots__ = ("rate", "state", "need_pw", "waiting", "fleet", "first_t", "last_t", "panic_t",
-                 "idle_since", "mp", "mg", "h", "h_t", "h_up_t",
-                 "sample_t", "sample_raw", "first_sample_t", "burst")
-
-    def __init__(self, cfg: WarmscaleConfig) -> None:
-        short = max(cfg.panic_window_s, min(cfg.trend_window_s, cfg.stable_window_s))
-        self.rate = TimeWindow(short)     # rate-based need (token throughput), replicas: smoothing + trend
-        self.state = TimeWindow(cfg.panic_window_s)   # state-based need (kv, concurrency), replicas
-        self.need_pw = MaxWindow(cfg.stable_window_s)  # scale-up need (smoothed, lead included) per decision
-        self.waiting = TimeWindow(cfg.panic_window_s)  # waiting requests
-        self.fleet = MaxWindow(cfg.scale_down_period_s)  # current (ready + loading)
-        self.first_t: float | None = None
-        self.last_t: float | None = None
-        self.panic_t: float | None = None
-        self.idle_since: float | None = None
-        self.mp: float | None = None      # mean prompt tokens per request (EWMA)
-        self.mg: float | None = None      # mean generated tokens per request (EWMA)
-        self.h = 1.0                      # SLO-feedback headroom multiplier
-        self.h_t: float | None = None     # last headroom update
-        self.h_up_t: float | None = None  # last headroom raise
-        self.sample_t: float | None = None        # time of the newest metric sample seen
-        self.sample_raw: float | None = None      # its rate-based busy fraction (replicas at 100 %)
-        self.first_sample_t: float | None = None
-        self.burst = MaxWindow(cfg.burst_hold_s)  # burst busy fraction per sample, held
-
-
-_RATE_FIELDS = ("waiting_requests", "running_requests", "kv_cache_usage", "request_rate",
-                "prompt_token_rate", "generation_token_rate")
-
-
 class WarmscalePolicy:
-    """warmscale's demand-sized, cold-start-aware, fail-static policy (see module docstring)."""
+    """warmscale's demand-sized, cold-start-aware, fail-static policy (see module docstring).
+
+    One object per model (make_policy with that model's config); it keeps a separate state per
+    model name it is asked about, so one object can also serve several models of one config.
+    `snapshot()` / `restore()` carry that state across a controller restart.
+    """
 
     name = "warmscale"
 
@@ -186,7 +166,7 @@ class WarmscalePolicy:
         self.interval_s = self.config.interval_s
         c = self.config
         self.lead_s = (capacity.cold_start_s + c.interval_s + c.rate_window_s / 2.0) if c.lead_s is None else c.lead_s
-        self._states: dict[str, _State] = {}
+        self._states: dict[str, WarmscaleState] = {}
 
     def reset(self, model: str | None = None) -> None:
         if model is None:
@@ -194,343 +174,120 @@ class WarmscalePolicy:
         else:
             self._states.pop(model, None)
 
-    def _burst_sample(self, st: _State, sample_t: float, raw: float, same_if_equal: bool) -> None:
-        """Record a new metric sample's rate-based busy fraction and its burst bound. A repeat of
-        the same sample (three 5 s decisions on one 15 s scrape) changes nothing; without a
-        metrics_time, an unchanged value is taken for a repeat."""
-        w = self.config.rate_window_s
-        if st.sample_t is not None and (sample_t <= st.sample_t or (same_if_equal and raw == st.sample_raw)):
-            return
-        if st.first_sample_t is None:
-            st.first_sample_t = sample_t
-        burst = raw
-        # the bound holds once the caller's window is full of history (before that the window
-        # is shorter than rate_window_s and the rise overstates)
-        if st.sample_t is not None and sample_t - st.first_sample_t >= w:
-            burst = max(raw, recent_rate_bound(raw, st.sample_raw, w, sample_t - st.sample_t))
-        st.sample_t, st.sample_raw = sample_t, raw
-        if burst > raw:
-            # only a sample whose newest interval ran above the window mean is held: smooth
-            # traffic never sets the hold off, and the stable window alone governs it
-            st.burst.add(sample_t, raw + self.config.burst_factor * (burst - raw))
+    # ------------------------------------------------------------------ state
+    def snapshot(self) -> dict[str, Any]:
+        """The learned state of every model, JSON-safe: {"policy", "version", "models": {name: state}}."""
+        return {"policy": self.name, "version": SNAPSHOT_VERSION,
+                "models": {m: st.to_dict() for m, st in self._states.items()}}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Replace the state with `snapshot()`'s output (after a JSON round trip or not). Raises
+        ValueError naming what is wrong, and then changes nothing."""
+        if not isinstance(snapshot, dict):
+            raise ValueError(f"snapshot: expected an object, got {type(snapshot).__name__}")
+        if snapshot.get("policy") != self.name:
+            raise ValueError(f"snapshot: policy is {snapshot.get('policy')!r}, expected {self.name!r}")
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot: version {snapshot.get('version')!r} is not supported (expected {SNAPSHOT_VERSION})")
+        models = snapshot.get("models")
+        if not isinstance(models, dict):
+            raise ValueError(f"snapshot: models must be an object of model name to state, got {models!r:.80}")
+        states = {}
+        for model, data in models.items():
+            try:
+                states[str(model)] = WarmscaleState.from_dict(data, self.config)
+            except ValueError as e:
+                raise ValueError(f"snapshot: model {model!r}: {e}") from None
+        self._states = states
 
     # ------------------------------------------------------------------ decide
-    def decide(self, obs: Observation) -> Decision:  # noqa: C901 - one readable pass
-        cfg = self.config
-        cap = self.capacity
+    def decide(self, obs: Observation) -> Decision:
+        """Calculator (needs per signal) -> normaliser (holds, rate limits, floor, bounds).
+        Operators' overrides are the caller's next stage (autoscaler.policy.overrides)."""
+        cfg, cap = self.config, self.capacity
         st = self._states.get(obs.model)
         if st is None:
-            st = self._states[obs.model] = _State(cfg)
-        t = float(obs.time)
-        ready = max(0, int(obs.ready_replicas))
-        loading = max(0, int(obs.loading_replicas))
-        cur = ready + loading
-        u = cfg.target_utilization
+            st = self._states[obs.model] = WarmscaleState(cfg)
+        inp = read_observation(obs, cfg.staleness_s)
+        t, cur, fresh = inp.t, inp.cur, inp.fresh
         st.fleet.add(t, float(cur))
+        st.learn_tokens(inp, cfg)
+        st.update_headroom(inp, cfg)
+        u = cfg.target_utilization / st.h
 
-        W = clean(obs.waiting_requests)
-        R = clean(obs.running_requests)
-        K = clean(obs.kv_cache_usage)
-        if K is not None and K > 1.0:
-            K = 1.0
-        Q = clean(obs.request_rate)
-        P = clean(obs.prompt_token_rate)
-        G = clean(obs.generation_token_rate)
-        stale = is_stale(t, obs.metrics_time, cfg.staleness_s)
-        missing = [n for n, v in zip(_RATE_FIELDS, (W, R, K, Q, P, G)) if v is None]
-        fresh = not stale
-
-        # -- learn tokens per request while the fleet is not queueing (served == arrived then)
-        if fresh and Q is not None and Q > 1e-6 and P is not None and G is not None and ready > 0 \
-                and (W is None or W < cfg.queue_panic_per_replica * ready):
-            a = cfg.token_ewma_alpha
-            mp, mg = P / Q, G / Q
-            if st.mp is None:
-                st.mp, st.mg = mp, mg
-            else:
-                st.mp += a * (mp - st.mp)
-                st.mg += a * (mg - st.mg)
-
-        # -- SLO-feedback headroom (fresh data only)
-        if fresh:
-            ttft = obs.ttft_p95
-            hot = ((cfg.ttft_slo_s is not None and ttft is not None and ttft == ttft
-                    and ttft > cfg.headroom_ttft_frac * cfg.ttft_slo_s)
-                   or (W is not None and ready > 0 and W >= cfg.queue_panic_per_replica * ready))
-            if st.h_t is not None and t > st.h_t and st.h > 1.0:
-                st.h = 1.0 + (st.h - 1.0) * math.exp(-(t - st.h_t) / cfg.headroom_decay_s)
-            if hot and (st.h_up_t is None or t - st.h_up_t >= cfg.headroom_update_s):
-                st.h = min(cfg.headroom_max, st.h * cfg.headroom_step)
-                st.h_up_t = t
-            st.h_t = t
-        u = u / st.h
-
-        # -- instantaneous signals, in replicas at target utilisation (/ headroom)
-        raw: float | None = None          # rate-based busy fraction: replicas at 100 %
-        rate_sig = Signal.TOKEN_THROUGHPUT
-        if P is not None and G is not None:
-            raw = P / cap.prefill_tokens_per_s + G / cap.decode_tokens_per_s
-        if Q is not None and st.mp is not None:
-            arr = Q * (st.mp / cap.prefill_tokens_per_s + st.mg / cap.decode_tokens_per_s)
-            if raw is None or arr > raw:
-                raw = arr
+        # -- instantaneous needs per signal, in replicas at target utilisation (/ headroom)
+        raw = busy_fraction(inp, cap, st.mp, st.mg)
         rate_need = None if raw is None else raw / u
         if fresh and raw is not None:
-            self._burst_sample(st, t if obs.metrics_time is None else float(obs.metrics_time), raw,
-                               same_if_equal=obs.metrics_time is None)
+            st.record_burst_sample(inp.sample_t, raw, obs.metrics_time is None, cfg)
         burst_hold = None
         if cfg.burst_hold_s > 0.0 and fresh:
             held = st.burst.max_at(t)
             burst_hold = None if held is None else held / u
-        kv_need: float | None = None
-        if K is not None:
-            kv_tok = K * ready * cap.kv_cache_tokens
-            if W is not None and st.mp is not None:
-                kv_tok += W * st.mp
-            kv_need = kv_tok / (cap.kv_cache_tokens * u)
-        conc_need: float | None = None
-        if R is not None or W is not None:
-            conc_need = ((R or 0.0) + (W or 0.0)) / (cap.max_num_seqs * u)
-        if kv_need is not None and (conc_need is None or kv_need >= conc_need):
-            state_need, state_sig = kv_need, Signal.KV_TOKENS
-        else:
-            state_need, state_sig = conc_need, Signal.CONCURRENCY
+        kv = kv_need(inp, cap, st.mp, u)
+        conc = concurrency_need(inp, cap, u)
+        state_now, state_sig = state_need(kv, conc)
 
         # -- record (fresh data only) and smooth over the panic window
         if fresh:
-            if st.first_t is None:
-                st.first_t = t
-            st.last_t = t
-            if rate_need is not None:
-                st.rate.add(t, rate_need)
-            if state_need is not None:
-                st.state.add(t, state_need)
-            if W is not None:
-                st.waiting.add(t, W)
+            st.record_needs(t, rate_need, state_now, inp.waiting)
         pw0 = t - cfg.panic_window_s
         rate_pw = st.rate.mean_since(pw0) if fresh and rate_need is not None else rate_need
-        state_pw = st.state.mean_since(pw0) if fresh and state_need is not None else state_need
-        need_pw = _max(rate_pw, state_pw)
+        state_pw = st.state.mean_since(pw0) if fresh and state_now is not None else state_now
 
-        # -- cold-start lead: trend of the rate-based need, forecast, floor
-        pred: float | None = None
-        if rate_pw is not None and fresh and len(st.rate) >= 3:
-            slope, n, span = lsq_slope(st.rate.items())
-            if slope > 0.0 and span >= cfg.panic_window_s:
-                pred = min(rate_pw + slope * self.lead_s, rate_pw * cfg.max_trend_factor)
-        fc_need: float | None = None
-        fc = obs.forecast
-        # A P90 forecast carries its own margin: sized at the target utilisation, not scaled by
-        # the SLO headroom too (which would then be held for a stable window through need_pw).
-        u_fc = cfg.target_utilization
-        if fc is not None and fc.target_time >= t - cfg.interval_s:
-            if fc.prompt_tokens_p90 is not None and fc.generation_tokens_p90 is not None:
-                fc_need = cap.busy_fraction(max(0.0, fc.prompt_tokens_p90), max(0.0, fc.generation_tokens_p90)) / u_fc
-            elif st.mp is not None:
-                fc_need = max(0.0, fc.request_rate_p90) * (
-                    st.mp / cap.prefill_tokens_per_s + st.mg / cap.decode_tokens_per_s) / u_fc
-        floor_n: int | None = None
-        fl = obs.floor
-        if fl is not None and fl.expires_at > t:
-            floor_n = max(0, int(fl.replicas))
-        floor_from_forecast = _max_int(floor_n, ceil_eps(fc_need) if fc_need is not None else None)
-
-        # -- panic
-        w_thr = cfg.queue_panic_per_replica * max(ready, 1)
-        trig = []
-        if W is not None and W >= w_thr:
-            first = st.waiting.first_since(pw0)
-            if first is None or first[0] >= t or W > first[1]:
-                trig.append(f"queue {W:.0f}>={w_thr:.0f} and growing")
-        inst = _max(rate_need, state_need)
-        if inst is not None and cur > 0 and inst >= cfg.panic_threshold * cur:
-            trig.append(f"need {inst:.1f}>={cfg.panic_threshold:g}x{cur}")
-        if cfg.ttft_slo_s is not None and obs.ttft_p95 is not None and obs.ttft_p95 == obs.ttft_p95 \
-                and obs.ttft_p95 > cfg.ttft_slo_s and cur > 0:
-            trig.append(f"ttft_p95 {obs.ttft_p95:.2f}s>{cfg.ttft_slo_s:g}s")
-        if trig:
+        # -- cold-start lead (trend, forecast, floor), panic, the scale-up need
+        trend = (trend_need(st.rate.items(), len(st.rate), rate_pw, self.lead_s, cfg.panic_window_s,
+                            cfg.max_trend_factor) if fresh else None)
+        fc_need = forecast_need(obs.forecast, t, cfg.interval_s, cap, st.mp, st.mg, cfg.target_utilization)
+        floor_n = floor_replicas(obs.floor, t)
+        triggers = panic_triggers(inp, st.waiting.first_since(pw0), max_opt(rate_need, state_now), cfg)
+        if triggers:
             st.panic_t = t
         panic = st.panic_t is not None and t - st.panic_t < cfg.stable_window_s
-
-        # -- candidate up-need and which signal drives it
-        cands: list[tuple[float, str]] = []
-        if rate_pw is not None:
-            cands.append((rate_pw, rate_sig))
-        if pred is not None and pred > rate_pw * (1.0 + 1e-6) + 1e-9:
-            cands.append((pred, Signal.TREND))
-        if fc_need is not None:
-            cands.append((fc_need, Signal.FORECAST))
-        rate_up = max(cands)[0] if cands else None
-        st_up = state_pw
-        if panic and state_need is not None:
-            st_up = _max(state_pw, state_need)
-            if rate_need is not None:
-                cands.append((rate_need, rate_sig))
-                rate_up = _max(rate_up, rate_need)
-        held_by_loading = False
-        if st_up is not None:
-            if loading > 0 and rate_up is not None:
-                cap_at = max(float(cur), rate_up)
-                if st_up > cap_at:
-                    held_by_loading = ceil_eps(st_up) > cur
-                    st_up = cap_at
-            cands.append((st_up, Signal.QUEUE if panic and W else state_sig))
-        up_need, up_sig = max(cands) if cands else (None, Signal.NONE)
-        if fresh and up_need is not None:
+        up = up_need(rate_pw, rate_need, Signal.TOKEN_THROUGHPUT, trend, fc_need, state_pw, state_now, state_sig,
+                     panic, inp.waiting, inp.loading, cur)
+        if fresh and up.need is not None:
             # the recommendation history the scale-down path takes its max over: what was
             # ordered (trend and forecast included) stays for a stable window, no cancel-and-reorder
-            st.need_pw.add(t, up_need)
-        if burst_hold is not None and (up_need is None or burst_hold > up_need):
+            st.need_pw.add(t, up.need)
+        need, sig = up.need, up.signal
+        if burst_hold is not None and (need is None or burst_hold > need):
             # held bursts: a floor for growing and shrinking alike, outside the need_pw history
             # (it is a window max already; recording it would hold it for a second window)
-            up_need, up_sig = burst_hold, Signal.BURST
-        idle = (Q is not None and Q <= 1e-9 and W is not None and W <= 0.0
-                and (R is None and ready == 0 or R is not None and R <= 0.0))
-        if idle and fresh:
-            if st.idle_since is None:
-                st.idle_since = t
-        elif not idle:
-            st.idle_since = None
+            need, sig = burst_hold, Signal.BURST
+        idle = is_idle(inp)
+        st.track_idle(t, idle, fresh)
 
-        desired = cur
-        reason = Reason.HOLD_STEADY
-        sig: str = up_sig
-        detail = ""
-        fmt_need = "-" if up_need is None else f"{up_need:.2f}"
-        base = (f"cur={cur} (ready {ready}, loading {loading}) need={fmt_need} [{sig}] h={st.h:.2f}"
-                f" rate={_f(rate_pw)} state={_f(state_pw)} trend={_f(pred)} fc={_f(fc_need)} burst={_f(burst_hold)}")
+        # -- normalise
+        need_now = max_opt(rate_pw, state_pw)
+        needs = Needs(up=need, signal=sig, rate_up=up.rate_up, now=need_now if fresh else None,
+                      burst_hold=burst_hold, state_signal=state_sig, held_by_loading=up.held_by_loading,
+                      panic=panic, triggers=tuple(triggers), floor=floor_n,
+                      floor_reason=obs.floor.reason if obs.floor is not None else "",
+                      forecast_rate_p90=obs.forecast.request_rate_p90 if obs.forecast is not None else None,
+                      idle=idle)
+        hist = History(need_max=st.need_pw.max() if fresh else None, fleet_max=st.fleet.max(),
+                       history_s=None if st.first_t is None else t - st.first_t,
+                       panic_age_s=None if st.panic_t is None else t - st.panic_t,
+                       idle_s=None if st.idle_since is None else t - st.idle_since)
+        out = normalize(inp, needs, hist, cfg)
 
-        if cur == 0:
-            # ---------------------------------------------------------- at zero
-            demand = (W is not None and W > 0.0) or (Q is not None and Q > 0.0)
-            if demand:
-                desired = max(1, ceil_eps(up_need) if up_need is not None else 1)
-                reason = Reason.ACTIVATE_FROM_ZERO
-                sig = Signal.QUEUE if (W is not None and W > 0.0) else Signal.REQUEST_RATE
-                detail = f"activate: waiting={_f(W)} rate={_f(Q)}/s -> {desired}"
-            else:
-                reason = Reason.HOLD_AT_ZERO
-                sig = Signal.IDLE
-                detail = "at zero, no queued request or arrival" + (" (metrics missing)" if missing else "")
-        elif (cfg.min_replicas == 0 and idle and fresh and not missing and st.idle_since is not None
-              and t - st.idle_since >= cfg.idle_grace_s and not floor_n
-              and (fc is None or fc.request_rate_p90 * cfg.idle_grace_s < 1.0)):
-            # ---------------------------------------------------------- scale to zero
-            desired = 0
-            reason = Reason.SCALE_TO_ZERO
-            sig = Signal.IDLE
-            detail = f"idle {t - st.idle_since:.0f}s >= grace {cfg.idle_grace_s:g}s"
-        else:
-            up_target = ceil_eps(up_need) if up_need is not None else None
-            down_need = _max(_max(st.need_pw.max() if fresh else None, rate_up), burst_hold)
-            if fresh and need_pw is not None:
-                down_need = _max(down_need, need_pw)
-            if up_target is not None and up_target > cur:
-                if up_need <= cur * (1.0 + cfg.tolerance):
-                    reason = Reason.HOLD_TOLERANCE
-                    detail = f"need {up_need:.2f} within {cfg.tolerance:.0%} of {cur}"
-                else:
-                    desired = up_target
-                    if cur > 0 and sig in (Signal.TREND, Signal.FORECAST):
-                        reason = Reason.SCALE_UP_FORECAST
-                    elif panic:
-                        reason = Reason.SCALE_UP_PANIC
-                    else:
-                        reason = Reason.SCALE_UP_STABLE
-                    detail = f"{up_need:.2f} replicas needed" + (f"; panic: {', '.join(trig)}" if trig else "")
-            elif held_by_loading:
-                reason = Reason.HOLD_LOADING
-                sig = state_sig
-                detail = f"{loading} loading replicas cover the queue; rate-based need {_f(rate_up)}"
-            else:
-                # never below one replica here: zero only through the idle rule above
-                floor_one = 1
-                now_target = max(floor_one, ceil_eps(up_need)) if up_need is not None else None
-                down_target = max(floor_one, ceil_eps(down_need)) if down_need is not None else None
-                if now_target is not None and now_target < cur:
-                    # the need right now is below the fleet: shrink, unless a rule holds
-                    if missing:
-                        reason, detail = Reason.HOLD_FAIL_STATIC_MISSING, (
-                            f"would shrink to {now_target}, missing: {', '.join(missing)}")
-                    elif stale:
-                        reason, detail = Reason.HOLD_FAIL_STATIC_STALE, (
-                            f"would shrink to {now_target}, metrics {t - float(obs.metrics_time):.0f}s old")
-                    elif panic:
-                        reason, detail = Reason.HOLD_PANIC, f"panic {t - st.panic_t:.0f}s ago; no scale-down"
-                    elif st.first_t is None or t - st.first_t < cfg.stable_window_s:
-                        reason, detail = Reason.HOLD_STABILIZATION, (
-                            f"history {0 if st.first_t is None else t - st.first_t:.0f}s < stable window")
-                    elif down_target is None or down_target >= cur:
-                        reason, detail = Reason.HOLD_STABILIZATION, (
-                            f"need now {up_need:.2f}, max over {cfg.stable_window_s:g}s {_f(down_need)}")
-                    elif down_need >= cur * (1.0 - cfg.tolerance):
-                        reason, detail = Reason.HOLD_TOLERANCE, f"need {down_need:.2f} within {cfg.tolerance:.0%} of {cur}"
-                    else:
-                        base_n = st.fleet.max() or float(cur)
-                        lim = min(cur, int(math.ceil(base_n / cfg.max_scale_down_rate - 1e-9)))
-                        if down_target < lim:
-                            desired, reason = lim, Reason.RATE_LIMITED_DOWN
-                            detail = (f"down to {down_target} limited to {base_n:.0f}/{cfg.max_scale_down_rate:g}"
-                                      f" per {cfg.scale_down_period_s:g}s -> {lim}")
-                        else:
-                            desired, reason = down_target, Reason.SCALE_DOWN_STABLE
-                            detail = f"max need over {cfg.stable_window_s:g}s = {down_need:.2f}"
-                elif missing:
-                    # nothing to shrink, but say that the decision stood on incomplete data
-                    reason = Reason.HOLD_FAIL_STATIC_MISSING
-                    if up_need is None:
-                        sig = Signal.NONE
-                    detail = f"missing: {', '.join(missing)}"
-                elif stale:
-                    reason, detail = Reason.HOLD_FAIL_STATIC_STALE, f"metrics {t - float(obs.metrics_time):.0f}s old"
-                if (desired == cur == 1 and cfg.min_replicas == 0 and idle
-                        and reason in (Reason.HOLD_STEADY, Reason.HOLD_STABILIZATION, Reason.HOLD_TOLERANCE)):
-                    reason, sig = Reason.HOLD_IDLE_GRACE, Signal.IDLE
-                    detail = f"idle {0 if st.idle_since is None else t - st.idle_since:.0f}s < grace {cfg.idle_grace_s:g}s"
-
-        # -- rate limit up (activation included)
-        if desired > cur:
-            lim = max(int(math.ceil(cur * cfg.max_scale_up_rate - 1e-9)), cur + cfg.max_scale_up_step)
-            if desired > lim:
-                detail = f"{detail}; up to {desired} limited to {lim}"
-                desired = lim
-                if reason != Reason.ACTIVATE_FROM_ZERO:
-                    reason = Reason.RATE_LIMITED_UP
-        # -- pre-warm floor (deliberate, not rate-limited)
-        if floor_n is not None and floor_n > desired:
-            detail = f"{detail}; floor {floor_n} ({fl.reason})" if detail else f"floor {floor_n} ({fl.reason})"
-            desired = floor_n
-            reason = Reason.FORECAST_FLOOR
-            sig = Signal.FLOOR
-        # -- bounds
-        if desired > cfg.max_replicas:
-            detail = f"{detail}; max_replicas {cfg.max_replicas}"
-            desired = cfg.max_replicas
-            reason, sig = Reason.BOUNDED_MAX, (sig if sig != Signal.NONE else Signal.BOUNDS)
-        elif desired < cfg.min_replicas:
-            detail = f"{detail}; min_replicas {cfg.min_replicas}"
-            desired = cfg.min_replicas
-            reason = Reason.BOUNDED_MIN
-        return Decision(model=obs.model, time=t, current=cur, desired=desired, reason=reason,
-                        signal=str(sig), detail=f"{detail} | {base}" if detail else base,
-                        floor_from_forecast=floor_from_forecast)
+        per_signal = {Signal.TOKEN_THROUGHPUT: rate_pw, Signal.KV_TOKENS: kv, Signal.CONCURRENCY: conc,
+                      Signal.QUEUE: up.state_up if up.state_signal == Signal.QUEUE else None,
+                      Signal.TREND: trend, Signal.FORECAST: fc_need, Signal.BURST: burst_hold,
+                      Signal.FLOOR: None if floor_n is None else float(floor_n)}
+        explain = DecisionExplain(
+            need={str(k): v for k, v in per_signal.items() if v is not None},
+            raw_desired=None if need is None else ceil_eps(need), lead_s=self.lead_s, panic=panic,
+            headroom=st.h, limits=out.limits, missing=inp.missing, stale=inp.stale)
+        base = (f"cur={cur} (ready {inp.ready}, loading {inp.loading}) need={_f(need, '-')} [{sig}] h={st.h:.2f}"
+                f" rate={_f(rate_pw)} state={_f(state_pw)} trend={_f(trend)} fc={_f(fc_need)} burst={_f(burst_hold)}")
+        return Decision(model=obs.model, time=t, current=cur, desired=out.desired, reason=out.reason,
+                        signal=out.signal, detail=f"{out.detail} | {base}" if out.detail else base,
+                        floor_from_forecast=max_opt(floor_n, ceil_eps(fc_need) if fc_need is not None else None),
+                        explain=explain)
 
 
-def _max(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a >= b else b
 
-
-def _max_int(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _f(x: float | None, none: str = "-") -> str:
+    return none if x is None else f"{x:.2f}"

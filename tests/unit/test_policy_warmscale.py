@@ -12,7 +12,7 @@ import math
 import pytest
 
 from autoscaler.policy.registry import make_policy
-from autoscaler.policy.types import DemandForecast, Reason, ReplicaFloor
+from autoscaler.contract import DemandForecast, Reason, ReplicaFloor
 from tests.unit.test_policy_common import CAP, busy_obs, obs
 
 
@@ -199,7 +199,7 @@ def test_missing_metric_never_shrinks():
         o = dataclasses.replace(busy_obs(305, 8, 1.0), **{field: None})
         d = p.decide(o)
         assert (d.desired, d.reason) == (8, Reason.HOLD_FAIL_STATIC_MISSING), field
-        assert field in d.detail
+        assert field in d.explain.missing
 
 
 def test_nan_and_negative_count_as_missing():
@@ -299,7 +299,7 @@ def test_scale_up_is_sized_for_demand_one_cold_start_ahead():
     # -> 3.05 + 0.02 x 95 = 4.95 > 4 x 1.05 -> 5
     assert p.lead_s == 95.0
     assert (d.desired, d.reason, d.signal) == (5, Reason.SCALE_UP_FORECAST, "trend")
-    assert "trend=4.95" in d.detail
+    assert d.explain.need["trend"] == pytest.approx(4.95)
 
 
 def test_without_lead_the_same_ramp_does_not_scale_up_yet():
@@ -316,7 +316,7 @@ def test_trend_extrapolation_is_capped():
     for t in range(0, 61, 5):   # need 0.5 -> 0.5 + 0.1 t: steep
         d = p.decide(busy_obs(t, 40, 0.5 + 0.1 * t))
     # 15 s mean at t=60: 0.5 + 0.1 x 52.5 = 5.75; slope 0.1 x 95 = +9.5 -> 15.25, capped at 2 x 5.75 = 11.5
-    assert "trend=11.50" in d.detail
+    assert d.explain.need["trend"] == pytest.approx(11.5)
 
 
 def test_loading_replicas_count_as_capacity():
@@ -379,7 +379,7 @@ def test_forecast_is_sized_at_the_target_not_scaled_by_the_slo_headroom():
                         prompt_tokens_p90=30_000, generation_tokens_p90=2_000)
     # TTFT hot: h = 1.2 scales the rate need (2 busy / 0.5 x 1.2 = 4.8) but not the P90 forecast (5 / 0.5 = 10)
     d = ws(headroom_max=5.0).decide(busy_obs(0, 6, 2.0, ttft_p95=1.5, forecast=fc))
-    assert "h=1.20" in d.detail and "fc=10.00" in d.detail
+    assert d.explain.headroom == pytest.approx(1.2) and d.explain.need["forecast"] == pytest.approx(10.0)
     assert d.desired == 10 and d.signal == "forecast"
 
 
@@ -412,9 +412,9 @@ def test_headroom_rises_when_ttft_is_hot():
     p = ws(headroom_max=5.0)
     # TTFT p95 1.5 s > 0.5 x 2 s: h = 1.2; need 4.5 x 1.2 = 5.4 -> 6 (4.5 alone would hold at 5)
     d = p.decide(busy_obs(0, 5, 4.5, ttft_p95=1.5))
-    assert d.desired == 6 and "h=1.20" in d.detail
+    assert d.desired == 6 and d.explain.headroom == pytest.approx(1.2)
     d = ws(headroom_max=5.0).decide(busy_obs(0, 5, 4.5, ttft_p95=0.3))
-    assert d.desired == 5 and "h=1.00" in d.detail
+    assert d.desired == 5 and d.explain.headroom == 1.0
 
 
 def test_headroom_rises_at_most_once_per_update_period_and_is_capped():
@@ -422,7 +422,7 @@ def test_headroom_rises_at_most_once_per_update_period_and_is_capped():
     hs = []
     for t in (0, 5, 10, 15, 30, 45):
         d = p.decide(busy_obs(t, 5, 1.0, ttft_p95=1.5))
-        hs.append(d.detail.split("h=")[1].split()[0])
+        hs.append(f"{d.explain.headroom:.2f}")
     # 1.2 at t=0, unchanged until t=15 (1.44), then capped at 1.5
     assert hs[:4] == ["1.20", "1.20", "1.20", "1.44"]
     assert hs[-1] == "1.50"
@@ -431,7 +431,7 @@ def test_headroom_rises_at_most_once_per_update_period_and_is_capped():
 def test_headroom_rises_on_a_panic_level_queue():
     p = ws(headroom_max=5.0, queue_panic_per_replica=4)
     d = p.decide(busy_obs(0, 5, 1.0, waiting=20, running=10))    # 20 >= 4 x 5
-    assert "h=1.20" in d.detail
+    assert d.explain.headroom == pytest.approx(1.2)
 
 
 def test_headroom_decays_back_to_one():
@@ -439,13 +439,13 @@ def test_headroom_decays_back_to_one():
     p.decide(busy_obs(0, 5, 1.0, ttft_p95=1.5))                  # h = 1.2
     d = p.decide(busy_obs(1800, 5, 1.0, ttft_p95=0.2))
     # 1 + 0.2 x e^-1 = 1.0736
-    assert "h=1.07" in d.detail
+    assert d.explain.headroom == pytest.approx(1 + 0.2 * math.exp(-1))
 
 
 def test_headroom_does_not_move_on_stale_data():
     p = ws(headroom_max=5.0)
     d = p.decide(busy_obs(100, 5, 1.0, ttft_p95=1.5, metrics_time=0.0))
-    assert "h=1.00" in d.detail
+    assert d.explain.headroom == 1.0
 
 
 # ------------------------------------------------------------------ burst memory
