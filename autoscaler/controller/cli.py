@@ -1,0 +1,113 @@
+"""`warmscale controller`: run the cluster controller (in a pod, or against a kubeconfig)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+__all__ = ["register", "run"]
+
+EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_API = 0, 2, 3, 4
+
+_EPILOG = """exit codes:
+  0  stopped cleanly (SIGTERM / SIGINT)
+  2  bad command line
+  3  bad configuration: kubeconfig unreadable, not in a cluster, bad URL or template
+  4  the API server refused or could not be reached at start (the message says which)
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("controller", help="run the cluster controller (scales ModelAutoscaler targets)",
+                              description="Watch ModelAutoscalers and scale their targets; one replica leads through a Lease.",
+                              epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: the in-cluster ServiceAccount)")
+    p.add_argument("--namespace", help="watch only this namespace (default: all)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between ticks (default 5)")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
+    p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz (0: any)")
+    p.add_argument("--identity", help="this replica's name in the Lease (default: hostname-pid; POD_NAME in a pod)")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: --namespace, else warmscale-system)")
+    p.add_argument("--lease-name", default="warmscale-controller")
+    p.add_argument("--lease-seconds", type=float, default=10.0, help="lease duration (standby takes over after it)")
+    p.add_argument("--prometheus-url", help="Prometheus for spec.metrics.source=prometheus")
+    p.add_argument("--metrics-url-template",
+                   help="direct scrapes go here instead of the pod IP: {name}, {namespace}, {ip} are filled in")
+    p.add_argument("--workers", type=int, default=8, help="models ticked in parallel (default 8)")
+    p.add_argument("--dry-run", action="store_true", help="advisory: decide and write status only, never scale")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(handler=run)
+
+
+def _config(args):
+    import os
+
+    from autoscaler.controller.loop import ControllerConfig
+    if args.interval <= 0:
+        raise ValueError(f"--interval must be > 0, got {args.interval}")
+    if args.lease_seconds < 3:
+        raise ValueError(f"--lease-seconds must be >= 3, got {args.lease_seconds}")
+    if args.prometheus_url and not args.prometheus_url.startswith(("http://", "https://")):
+        raise ValueError(f"--prometheus-url must start with http:// or https://, got {args.prometheus_url!r}")
+    if args.metrics_url_template:
+        try:
+            args.metrics_url_template.format(name="n", namespace="ns", ip="10.0.0.1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"--metrics-url-template {args.metrics_url_template!r}: only {{name}}, {{namespace}}, {{ip}} "
+                             f"may be used ({exc})") from exc
+    extra = {}
+    identity = args.identity or os.environ.get("POD_NAME")
+    if identity:
+        extra["identity"] = identity
+    lease = args.lease_seconds
+    return ControllerConfig(namespace=args.namespace, interval_s=args.interval, metrics_host=args.metrics_host,
+                            metrics_port=args.metrics_port, lease_namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE"),
+                            lease_name=args.lease_name, lease_s=lease, renew_deadline_s=lease * 0.7, retry_s=min(2.0, lease / 5),
+                            dry_run=args.dry_run, prometheus_url=args.prometheus_url,
+                            metrics_url_template=args.metrics_url_template, workers=args.workers, **extra)
+
+
+def _api_client(kubeconfig: str | None):
+    import kubernetes
+    if kubeconfig:
+        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
+    kubernetes.config.load_incluster_config()
+    return kubernetes.client.ApiClient()
+
+
+def run(args) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = _config(args)
+    except ValueError as exc:
+        print(f"warmscale controller: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        client = _api_client(args.kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - kubeconfig/in-cluster errors come in many types
+        where = args.kubeconfig or "in-cluster ServiceAccount (no --kubeconfig given)"
+        print(f"warmscale controller: cannot load Kubernetes credentials from {where}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    import kubernetes
+
+    from autoscaler.controller.loop import Controller
+    try:
+        kubernetes.client.VersionApi(client).get_code()
+    except Exception as exc:  # noqa: BLE001
+        print(f"warmscale controller: API server {client.configuration.host} unreachable: {exc}", file=sys.stderr)
+        return EXIT_API
+    try:
+        controller = Controller(config, client).start()
+    except OSError as exc:
+        print(f"warmscale controller: cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"warmscale controller {config.identity}: metrics on port {controller.metrics_port}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    controller.stop()
+    return EXIT_OK

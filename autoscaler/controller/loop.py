@@ -1,0 +1,499 @@
+"""The cluster controller: every `interval_s` the leader ticks every ModelAutoscaler.
+
+One tick per model: count the engine pods (Ready, starting, unschedulable) from the pod cache,
+read the metrics (Prometheus or direct scrape), let the model's own policy decide, apply the
+operator's overrides, and, only when the count changes, mark the idlest pods for removal and write
+the target's scale subresource; then write status when something in it changed.
+
+Threads: two reflectors (ModelAutoscalers, pods: list + watch, warm on leader and standby alike),
+the Lease elector, apscheduler's interval job (max one tick at a time, late ticks coalesced), a
+worker pool for the per-model I/O, and the probe/metrics server.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+import pydantic
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from autoscaler.actuators.drain import mark_deletion_costs
+from autoscaler.actuators.scale import Scale, ScaleClient, ScaleRef
+from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
+from autoscaler.overrides import model as override_model
+from autoscaler.overrides.kube import specs_from_objects
+from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from autoscaler.controller.lease import LeaderElector
+from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
+from autoscaler.controller.reflector import Reflector
+from autoscaler.controller.spec import ModelAutoscalerSpec, policy_kwargs, replica_capacity
+from autoscaler.controller.status import Condition, decision_record, merge_conditions, push_recent, rfc3339, scaling_limited
+from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
+from autoscaler.metrics.direct import DirectSensor
+from autoscaler.metrics.observe import Reading
+from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
+from autoscaler.policy.overrides import apply_overrides
+from autoscaler.policy.registry import make_policy
+
+__all__ = ["ControllerConfig", "Controller"]
+
+log = logging.getLogger("warmscale.controller")
+
+OverridesFn = Callable[[str, str, float], Sequence[OverrideSpec]]
+
+
+@dataclass
+class ControllerConfig:
+    namespace: str | None = None            # watch one namespace; None = all
+    interval_s: float = 5.0
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 8080                 # 0 = any free port (see Controller.metrics_port)
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_namespace: str | None = None       # default: `namespace`, else warmscale-system
+    lease_name: str = "warmscale-controller"
+    lease_s: float = 10.0
+    renew_deadline_s: float = 7.0
+    retry_s: float = 1.0
+    dry_run: bool = False                    # advisory: decide and write status only
+    prometheus_url: str | None = None
+    metrics_url_template: str | None = None  # direct scrapes: e.g. http://127.0.0.1:9000/pods/{name}/metrics
+    workers: int = 8
+    state_every_s: float = 30.0              # the policy snapshot in status is refreshed at least this often
+    scale_reread_s: float = 30.0             # the target's scale is re-read this often (someone else may change it)
+
+
+@dataclass
+class _Model:
+    uid: str
+    generation: int
+    spec: ModelAutoscalerSpec
+    policy: Any
+    target: ScaleRef
+    sensor: DirectSensor | None = None
+    scale: Scale | None = None
+    scale_read_at: float = 0.0
+    written: tuple | None = None             # what the last status write said (changes trigger a write)
+    status_at: float = 0.0
+    recent: list = field(default_factory=list)
+    conditions: list = field(default_factory=list)
+    last_scale_time: str | None = None
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, api_client: kubernetes.client.ApiClient,
+                 resolver: PodResolver | None = None, overrides: OverridesFn | None = None):
+        self.config = config
+        self.api_client = api_client
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.scales = ScaleClient(api_client)
+        self.metrics = ControllerMetrics()
+        self.errors: deque[tuple[float, str, str]] = deque(maxlen=500)
+        self._resolver = resolver or (TemplateResolver(config.metrics_url_template) if config.metrics_url_template else None)
+        self._overrides_fn = overrides        # tests may pass one; default: the ScalingOverride cache
+        self._models: dict[tuple[str, str], _Model] = {}
+        self._models_lock = threading.Lock()
+        self._epoch = 0                        # bumped on every leadership change: model states are rebuilt
+        self._epoch_seen = -1
+        self._prom_sensor = None
+        self._prom = None
+        ns = config.namespace
+        if ns:
+            ma_list = lambda **kw: self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw)  # noqa: E731
+            pod_list = lambda **kw: self.core.list_namespaced_pod(ns, **kw)  # noqa: E731
+        else:
+            ma_list = lambda **kw: self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)  # noqa: E731
+            pod_list = lambda **kw: self.core.list_pod_for_all_namespaces(**kw)  # noqa: E731
+        og, ov, op = override_model.GROUP, override_model.VERSION, override_model.PLURAL
+        if ns:
+            so_list = lambda **kw: self.custom.list_namespaced_custom_object(og, ov, ns, op, **kw)  # noqa: E731
+        else:
+            so_list = lambda **kw: self.custom.list_cluster_custom_object(og, ov, op, **kw)  # noqa: E731
+        self.autoscalers = Reflector("modelautoscalers", ma_list, on_error=self._error)
+        self.overrides = Reflector("scalingoverrides", so_list, on_error=self._error)
+        self.pods = Reflector("pods", pod_list, transform=pod_info, on_error=self._error)
+        self.elector = LeaderElector(api_client, config.lease_namespace or ns or "warmscale-system", config.lease_name,
+                                     config.identity, config.lease_s, config.renew_deadline_s, config.retry_s,
+                                     on_error=self._error, on_change=self._leadership_changed)
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="model")
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._probe: ProbeServer | None = None
+        self.ticks = 0
+        self.last_tick_s: float | None = None
+        self._stopped = threading.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def metrics_port(self) -> int:
+        return self._probe.port if self._probe else self.config.metrics_port
+
+    def start(self) -> "Controller":
+        self._probe = ProbeServer(self.metrics, self._healthy, self._ready, self.config.metrics_host,
+                                  self.config.metrics_port).start()
+        self.autoscalers.start()
+        self.pods.start()
+        self.overrides.start()
+        self.elector.start()
+        self._scheduler.add_job(self.tick, "interval", seconds=self.config.interval_s, max_instances=1,
+                                coalesce=True, misfire_grace_time=None, id="tick")
+        self._scheduler.start()
+        log.info("controller %s started", self.config.identity)
+        return self
+
+    def wait_until_leader(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.elector.is_leader():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Graceful: finish the running tick, save every policy's state to status, hand the Lease over."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._scheduler.shutdown(wait=True)
+        if self.elector.is_leader():
+            self._save_all_states()
+        self.elector.stop(release=True)
+        for reflector in (self.autoscalers, self.pods, self.overrides):
+            reflector.stop()
+        self._pool.shutdown(wait=True)
+        for model in self._models.values():
+            if model.sensor:
+                model.sensor.close()
+        if self._probe:
+            self._probe.stop()
+
+    def _healthy(self) -> bool:
+        return not self._stopped.is_set()
+
+    def _ready(self) -> bool:
+        return all(r.synced.is_set() for r in (self.autoscalers, self.pods, self.overrides))
+
+    def _leadership_changed(self, leader: bool) -> None:
+        self.metrics.leader.set(1 if leader else 0)
+        self._epoch += 1
+        log.info("controller %s %s the lease", self.config.identity, "holds" if leader else "lost")
+
+    def _error(self, operation: str, exc: Exception) -> None:
+        message = _describe(exc)
+        self.errors.append((time.time(), operation, message))
+        self.metrics.errors.labels(operation.split(" ")[0]).inc()
+        log.warning("%s failed: %s", operation, message)
+
+    def error_messages(self) -> list[str]:
+        return [f"{op}: {msg}" for _, op, msg in list(self.errors)]
+
+    # ---------------------------------------------------------------- tick
+    def tick(self) -> None:
+        if not self.elector.is_leader() or not self._ready():
+            return
+        started = time.monotonic()
+        now = time.time()
+        if self._epoch_seen != self._epoch:
+            self._reset_models()
+        objects = self.autoscalers.items()
+        index = PodIndex(self.pods.items())
+        live = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects}
+        for key in [k for k in self._models if k not in live]:
+            self._forget(key)
+        overrides = _by_target(self.overrides.items())
+        list(self._pool.map(lambda o: self._tick_guarded(o, index, overrides, now), objects))
+        elapsed = time.monotonic() - started
+        self.metrics.tick_seconds.observe(elapsed)
+        self.metrics.models.set(len(objects))
+        self.last_tick_s = elapsed
+        self.ticks += 1
+
+    def _reset_models(self) -> None:
+        self._epoch_seen = self._epoch
+        with self._models_lock:
+            for model in self._models.values():
+                if model.sensor:
+                    model.sensor.close()
+            self._models = {}
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        with self._models_lock:
+            model = self._models.pop(key, None)
+        if model:
+            if model.sensor:
+                model.sensor.close()
+            self.metrics.forget((*key, model.spec.model))
+
+    def _tick_guarded(self, obj: dict, index: PodIndex, overrides: dict, now: float) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        try:
+            self._tick_model(obj, index, overrides.get(key, []), now)
+        except Exception as exc:  # noqa: BLE001 - one model's failure never stops the others
+            self._error(f"tick {key[0]}/{key[1]}", exc)
+            self._write_failure(obj, now, exc)
+
+    def _model(self, obj: dict) -> _Model:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        model = self._models.get(key)
+        if model and model.uid == meta["uid"] and model.generation == meta.get("generation", 0):
+            return model
+        spec = ModelAutoscalerSpec.model_validate(obj.get("spec") or {})
+        policy = make_policy("warmscale", replica_capacity(spec), **policy_kwargs(spec, self.config.interval_s))
+        state = (obj.get("status") or {}).get("policyState")
+        if model is not None and model.uid == meta["uid"] and hasattr(model.policy, "snapshot"):
+            state = model.policy.snapshot()          # a spec edit keeps what the policy has learnt
+        if state and hasattr(policy, "restore"):
+            try:
+                policy.restore(state)
+            except Exception as exc:  # noqa: BLE001 - a state that no longer fits: start fresh, say so
+                self._error(f"restore {key[0]}/{key[1]}", exc)
+        ref = spec.scale_target_ref
+        new = _Model(uid=meta["uid"], generation=meta.get("generation", 0), spec=spec, policy=policy,
+                     target=ScaleRef(ref.api_version, ref.kind, ref.name, key[0]))
+        if model is not None and model.uid == meta["uid"]:
+            new.scale, new.scale_read_at, new.recent = model.scale, model.scale_read_at, model.recent
+            new.conditions, new.last_scale_time = model.conditions, model.last_scale_time
+            if model.sensor:
+                model.sensor.close()
+        else:
+            status = obj.get("status") or {}
+            new.recent = list(status.get("recentDecisions") or [])
+            new.conditions = list(status.get("conditions") or [])
+            new.last_scale_time = status.get("lastScaleTime")
+        if spec.metrics.source == "direct":
+            resolver = self._resolver or PodIPResolver(spec.metrics.port, spec.metrics.path)
+            new.sensor = DirectSensor(spec.model, resolver, timeout_s=min(1.0, self.config.interval_s))
+        with self._models_lock:
+            self._models[key] = new
+        return new
+
+    def _observe(self, model: _Model, fleet: FleetCount, now: float) -> Reading:
+        if model.sensor is not None:
+            return model.sensor.observe(now, [p.ref for p in fleet.ready], len(fleet.loading))
+        if self.config.prometheus_url is None:
+            from autoscaler.contract import Observation
+            obs = Observation(model.spec.model, now, len(fleet.ready), len(fleet.loading), None, None, None, None, None, None)
+            return Reading(obs, ("waiting_requests",), ("spec.metrics.source is prometheus but the controller has no --prometheus-url",),
+                           None, "prometheus")
+        if self._prom_sensor is None:
+            from autoscaler.metrics.prometheus import PrometheusSensor
+            self._prom_sensor = PrometheusSensor(self.config.prometheus_url, timeout_s=min(2.0, self.config.interval_s))
+        return self._prom_sensor.observe(model.spec.model, now, len(fleet.ready), len(fleet.loading))
+
+    def _active_overrides(self, ns: str, name: str, objects: list[dict], now: float) -> list[OverrideSpec]:
+        if self._overrides_fn is not None:
+            return list(self._overrides_fn(ns, name, now))
+        return specs_from_objects(objects, ns, name, now) if objects else []
+
+    def _tick_model(self, obj: dict, index: PodIndex, override_objects: list[dict], now: float) -> None:
+        meta = obj["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        try:
+            model = self._model(obj)
+        except (pydantic.ValidationError, ValueError) as exc:
+            self._write_invalid(obj, now, exc)
+            return
+        spec = model.spec
+        fleet = count_fleet(index.select(ns, spec.selector.match_labels))
+        reading = self._observe(model, fleet, now)
+        decision = model.policy.decide(reading.observation)
+        overrides = self._active_overrides(ns, name, override_objects, now)
+        if overrides:
+            decision = apply_overrides(decision, overrides, now)
+        if model.scale is None or now - model.scale_read_at >= self.config.scale_reread_s:
+            model.scale, model.scale_read_at = self.scales.read(model.target), now
+        target = decision.desired
+        held_at = None
+        if fleet.unschedulable and target > model.scale.replicas:
+            target = held_at = model.scale.replicas      # no room for what is already asked: ask no more
+        advisory = self.config.dry_run or spec.advisory
+        if target != model.scale.replicas and not advisory:
+            self._scale(model, obj, fleet, decision, target, now)
+        key = (ns, name, spec.model)
+        m = self.metrics
+        m.desired.labels(*key).set(decision.desired)
+        m.current.labels(*key).set(len(fleet.ready) + len(fleet.loading))
+        m.ready.labels(*key).set(len(fleet.ready))
+        m.pending.labels(*key).set(len(fleet.unschedulable))
+        m.set_reason(key, str(decision.reason))
+        conditions = [
+            Condition("Ready", True, "Advisory" if advisory else "Scaling",
+                      "advisory mode: status only, the target is not changed" if advisory else "the controller scales the target"),
+            _metrics_condition(reading),
+            scaling_limited(decision, fleet.limited_message, held_at),
+            Condition("Overridden", bool(decision.explain and decision.explain.override), "Override" if decision.explain and decision.explain.override else "NoOverride",
+                      f"override {decision.explain.override} decided: {decision.detail}" if decision.explain and decision.explain.override else ""),
+        ]
+        self._write_status(obj, model, decision, fleet, conditions, now)
+
+    # ---------------------------------------------------------------- writes
+    def _leader_or_abort(self) -> None:
+        if not self.elector.is_leader():
+            raise _NotLeader("this replica no longer holds the lease; write skipped")
+
+    def _scale(self, model: _Model, obj: dict, fleet: FleetCount, decision: Decision, target: int, now: float) -> None:
+        old = model.scale.replicas
+        if target < old and fleet.ready:
+            running = self._running_by_pod(model, fleet)
+            self._leader_or_abort()
+            patched = mark_deletion_costs(self.core, fleet.ready, running)
+            self.metrics.writes.labels("pod_annotation").inc(len(patched))
+        self._leader_or_abort()
+        model.scale = self.scales.write(model.target, target, model.scale)
+        model.scale_read_at = now
+        model.last_scale_time = rfc3339(now)
+        self.metrics.writes.labels("scale").inc()
+        verb = "ScaledUp" if target > old else "ScaledDown"
+        self._event(obj, verb, f"{model.target.kind} {model.target.name}: {old} -> {target} replicas "
+                               f"({decision.reason}, {decision.signal}): {decision.detail}")
+
+    def _running_by_pod(self, model: _Model, fleet: FleetCount) -> dict[str, float | None]:
+        if model.sensor is not None:
+            targets = {p.name: model.sensor.resolver.metrics_url(p.ref) for p in fleet.ready}
+            results = model.sensor.scraper.scrape({k: v for k, v in targets.items() if v})
+            return {n: (r.sample.running if r.sample else None) for n, r in results.items()}
+        if self.config.prometheus_url is None:
+            return {}
+        if self._prom is None:
+            from prometheus_api_client import PrometheusConnect
+            self._prom = PrometheusConnect(url=self.config.prometheus_url, disable_ssl=True)
+        try:
+            rows = self._prom.custom_query(f'sum by (pod) ({NUM_REQUESTS_RUNNING}{{model_name="{model.spec.model}"}})')
+        except Exception as exc:  # noqa: BLE001 - unknown counts make every pod equally precious
+            self._error("running requests by pod", exc)
+            return {}
+        return {row["metric"].get("pod", ""): float(row["value"][1]) for row in rows}
+
+    def _event(self, obj: dict, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        stamp = rfc3339(time.time())
+        body = {"metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                                   "namespace": meta["namespace"], "uid": meta["uid"]},
+                "reason": reason, "message": message[:1024], "type": "Normal", "count": 1,
+                "firstTimestamp": stamp, "lastTimestamp": stamp,
+                "source": {"component": "warmscale-controller"},
+                "reportingComponent": "warmscale.io/controller", "reportingInstance": self.config.identity}
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+            self.metrics.writes.labels("event").inc()
+        except Exception as exc:  # noqa: BLE001 - an event lost is not a scale lost
+            self._error("create event", exc)
+
+    def _write_status(self, obj: dict, model: _Model, decision: Decision, fleet: FleetCount,
+                      conditions: list[Condition], now: float) -> None:
+        generation = obj["metadata"].get("generation", 0)
+        record = decision_record(decision, now)
+        recent = push_recent(model.recent, record)
+        signature = (decision.desired, str(decision.reason), len(fleet.ready), len(fleet.loading), len(fleet.unschedulable),
+                     model.scale.replicas, generation, tuple((c.type, c.status, c.reason) for c in conditions))
+        if signature == model.written and now - model.status_at < self.config.state_every_s:
+            return
+        merged = merge_conditions(model.conditions, conditions, now, generation)
+        status: dict[str, Any] = {
+            "observedGeneration": generation, "currentReplicas": len(fleet.ready) + len(fleet.loading),
+            "readyReplicas": len(fleet.ready), "loadingReplicas": len(fleet.loading),
+            "pendingReplicas": len(fleet.unschedulable), "desiredReplicas": decision.desired,
+            "targetReplicas": model.scale.replicas, "lastDecision": record, "recentDecisions": recent,
+            "conditions": merged, "leader": self.config.identity}
+        if model.last_scale_time:
+            status["lastScaleTime"] = model.last_scale_time
+        if hasattr(model.policy, "snapshot"):
+            status["policyState"] = model.policy.snapshot()
+            status["policyStateTime"] = rfc3339(now)
+        self._patch_status(obj, status)
+        model.written, model.status_at, model.recent, model.conditions = signature, now, recent, merged
+
+    def _patch_status(self, obj: dict, status: dict) -> None:
+        self._leader_or_abort()
+        meta = obj["metadata"]
+        try:
+            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
+                                                              {"status": status}, _content_type="application/merge-patch+json")
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:       # deleted meanwhile
+                return
+            raise
+        self.metrics.writes.labels("status").inc()
+
+    def _write_invalid(self, obj: dict, now: float, exc: Exception) -> None:
+        self._write_condition_only(obj, now, Condition("Ready", False, "InvalidSpec", _describe(exc)))
+
+    def _write_failure(self, obj: dict, now: float, exc: Exception) -> None:
+        if isinstance(exc, _NotLeader):
+            return
+        reason = "Forbidden" if isinstance(exc, kubernetes.client.ApiException) and exc.status == 403 else "TickFailed"
+        try:
+            self._write_condition_only(obj, now, Condition("Ready", False, reason, _describe(exc)))
+        except Exception as inner:  # noqa: BLE001
+            self._error("status", inner)
+
+    def _write_condition_only(self, obj: dict, now: float, condition: Condition) -> None:
+        status = obj.get("status") or {}
+        old = [c for c in status.get("conditions") or [] if c.get("type") == condition.type]
+        if old and old[0].get("status") == "False" and old[0].get("reason") == condition.reason \
+                and old[0].get("message") == condition.message[:1024]:
+            return
+        others = [c for c in status.get("conditions") or [] if c.get("type") != condition.type]
+        generation = obj["metadata"].get("generation", 0)
+        self._patch_status(obj, {"conditions": others + merge_conditions(old, [condition], now, generation),
+                                 "observedGeneration": generation})
+
+    def _save_all_states(self) -> None:
+        """Write every policy's snapshot to status (graceful shutdown)."""
+        now = time.time()
+        for (ns, name), model in list(self._models.items()):
+            if not hasattr(model.policy, "snapshot"):
+                continue
+            obj = self.autoscalers.get(ns, name)
+            if obj is None:
+                continue
+            try:
+                self._patch_status(obj, {"policyState": model.policy.snapshot(), "policyStateTime": rfc3339(now)})
+            except Exception as exc:  # noqa: BLE001
+                self._error("status", exc)
+
+
+def _by_target(objects: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for obj in objects:
+        key = (obj.get("metadata", {}).get("namespace", ""), (obj.get("spec") or {}).get("target", ""))
+        grouped.setdefault(key, []).append(obj)
+    return grouped
+
+
+class _NotLeader(Exception):
+    pass
+
+
+def _metrics_condition(reading: Reading) -> Condition:
+    stale = any("stale" in r for r in reading.reasons)
+    core_missing = [f for f in ("waiting_requests", "running_requests") if f in reading.missing]
+    if not stale and not core_missing:
+        return Condition("MetricsAvailable", True, "MetricsFresh", f"{reading.source} metrics, age {reading.age_s or 0:.0f} s"
+                         + (f"; no value for {', '.join(reading.missing)}" if reading.missing else ""))
+    text = "; ".join(reading.reasons) or f"missing: {', '.join(reading.missing)}"
+    return Condition("MetricsAvailable", False, "MetricsStale" if stale else "MetricsMissing",
+                     f"{text}; the policy will not shrink the fleet on this data")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, kubernetes.client.ApiException):
+        import json
+        try:
+            body = json.loads(exc.body or "{}")
+            return f"{exc.status} {body.get('reason', exc.reason)}: {body.get('message', '')}".strip()
+        except ValueError:
+            return f"{exc.status} {exc.reason}"
+    if isinstance(exc, pydantic.ValidationError):
+        return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,117 @@
+"""List-then-watch one kind of object into memory (the informer pattern of client-go), on raw JSON
+so objects stay plain dicts or the small tuples a `transform` makes of them."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+from kubernetes.watch.watch import iter_resp_lines
+
+__all__ = ["Reflector"]
+
+log = logging.getLogger(__name__)
+
+
+class Reflector:
+    """Keeps {(namespace, name): transform(object)} in step with the API server.
+
+    `list_fn(**kwargs)` is a kubernetes client list call (e.g. CoreV1Api.list_namespaced_pod bound
+    to its namespace). A failed list or watch is reported to `on_error(operation, exc)` and retried
+    after `backoff_s`; a watch that expires (410 Gone) lists again."""
+
+    def __init__(self, name: str, list_fn: Callable[..., Any], transform: Callable[[dict], Any] = lambda o: o,
+                 on_error: Callable[[str, Exception], None] = lambda op, exc: None, backoff_s: float = 1.0,
+                 watch_timeout_s: int = 60):
+        self.name = name
+        self._list_fn = list_fn
+        self._transform = transform
+        self._on_error = on_error
+        self._backoff_s = backoff_s
+        self._watch_timeout_s = watch_timeout_s
+        self._items: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self.synced = threading.Event()
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"reflector-{name}", daemon=True)
+
+    def start(self) -> "Reflector":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            response.close()
+        self._thread.join(timeout=5)
+
+    def items(self) -> list[Any]:
+        with self._lock:
+            return list(self._items.values())
+
+    def get(self, namespace: str, name: str) -> Any:
+        with self._lock:
+            return self._items.get((namespace, name))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                version = self._list()
+            except Exception as exc:  # noqa: BLE001 - any failure is reported and retried
+                self._on_error(f"list {self.name}", exc)
+                self._stop.wait(self._backoff_s)
+                continue
+            try:
+                self._watch_from(version)
+            except Exception as exc:  # noqa: BLE001
+                if self._stop.is_set():
+                    return
+                if not (isinstance(exc, kubernetes.client.ApiException) and exc.status == 410):
+                    self._on_error(f"watch {self.name}", exc)
+                    self._stop.wait(self._backoff_s)
+
+    def _list(self) -> str:
+        response = self._list_fn(_preload_content=False)
+        body = json.loads(response.data)
+        items = {_key(o): self._transform(o) for o in body.get("items", [])}
+        with self._lock:
+            self._items = items
+        self.synced.set()
+        return body["metadata"]["resourceVersion"]
+
+    def _watch_from(self, version: str) -> None:
+        while not self._stop.is_set():
+            response = self._list_fn(watch=True, resource_version=version, timeout_seconds=self._watch_timeout_s,
+                                     allow_watch_bookmarks=True, _preload_content=False)
+            self._response = response
+            try:
+                for line in iter_resp_lines(response):
+                    if not line or self._stop.is_set():
+                        continue
+                    version = self._apply(json.loads(line), version)
+            finally:
+                self._response = None
+                response.release_conn()
+
+    def _apply(self, event: dict, version: str) -> str:
+        kind, obj = event["type"], event["object"]
+        if kind == "ERROR":
+            raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("message"))
+        version = obj.get("metadata", {}).get("resourceVersion", version)
+        if kind != "BOOKMARK":
+            with self._lock:
+                if kind == "DELETED":
+                    self._items.pop(_key(obj), None)
+                else:
+                    self._items[_key(obj)] = self._transform(obj)
+        return version
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return meta.get("namespace", ""), meta.get("name", "")

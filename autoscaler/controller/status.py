@@ -1,0 +1,60 @@
+"""Status of a ModelAutoscaler: conditions and decision records, as the CRD's status schema has them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from autoscaler.contract import Decision, Reason
+from autoscaler.controller.crd import RECENT_DECISIONS
+
+__all__ = ["Condition", "rfc3339", "decision_record", "merge_conditions", "push_recent"]
+
+_BOUNDED = {Reason.BOUNDED_MAX.value, Reason.BOUNDED_MIN.value}
+
+
+def rfc3339(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: bool | None       # None = Unknown
+    reason: str
+    message: str = ""
+
+    def as_dict(self, now: float, generation: int, previous: dict | None) -> dict[str, Any]:
+        status = "Unknown" if self.status is None else ("True" if self.status else "False")
+        changed = previous is None or previous.get("status") != status
+        return {"type": self.type, "status": status, "reason": self.reason, "message": self.message[:1024],
+                "lastTransitionTime": rfc3339(now) if changed else previous.get("lastTransitionTime", rfc3339(now)),
+                "observedGeneration": generation}
+
+
+def merge_conditions(old: list[dict] | None, new: list[Condition], now: float, generation: int) -> list[dict]:
+    """New conditions, keeping each one's lastTransitionTime while its status does not change."""
+    previous = {c.get("type"): c for c in old or []}
+    return [c.as_dict(now, generation, previous.get(c.type)) for c in new]
+
+
+def decision_record(decision: Decision, wall_time: float) -> dict[str, Any]:
+    return {"time": rfc3339(wall_time), "current": decision.current, "desired": decision.desired,
+            "reason": str(decision.reason), "signal": str(decision.signal), "detail": decision.detail[:512],
+            "explain": decision.explain.to_dict() if decision.explain else {}}
+
+
+def push_recent(recent: list[dict], record: dict) -> list[dict]:
+    """Newest first, at most RECENT_DECISIONS; a record with the same count and reason as the newest is not added."""
+    if recent and recent[0].get("desired") == record["desired"] and recent[0].get("reason") == record["reason"]:
+        return recent
+    return [record, *recent][:RECENT_DECISIONS]
+
+
+def scaling_limited(decision: Decision, limited_message: str | None, held_at: int | None) -> Condition:
+    if limited_message:
+        extra = f"; held at {held_at} replicas instead of {decision.desired}" if held_at is not None else ""
+        return Condition("ScalingLimited", True, "Unschedulable", limited_message + extra)
+    if str(decision.reason) in _BOUNDED:
+        return Condition("ScalingLimited", True, "BoundedByReplicaLimits", decision.detail)
+    return Condition("ScalingLimited", False, "WithinLimits", "")
