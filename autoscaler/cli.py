@@ -6,6 +6,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autoscaler.controller import cli as controller_cli
     from autoscaler.sim import cli as simulate_cli
     from forecasting import cli as forecast_cli
 
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cli.register(subparsers)
     forecast_cli.register(subparsers)
     __import__("autoscaler.api.cli").api.cli.register(subparsers)
+    controller_cli.register(subparsers)
     return parser
 
 
