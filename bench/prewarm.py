@@ -56,10 +56,8 @@ def make_prewarmer(workload, capacity, window_s: float, period: int, utilisation
                    share_forecast: bool) -> ForecastPrewarmer:
     mean_prompt = float(np.mean(workload.prompt))
     mean_output = float(np.mean(workload.output))
-    per_replica = 1.0 / (mean_prompt / capacity.prefill_tokens_per_s + mean_output / capacity.decode_tokens_per_s)
-    planner = PrewarmPlanner(
-        PlannerConfig(requests_per_replica=per_replica, target_utilisation=utilisation, quantile=quantile, hold_s=2 * window_s)
-    )
+    planner = PrewarmPlanner(PlannerConfig.from_capacity(capacity, mean_prompt, mean_output, target_utilisation=utilisation,
+                                                         quantile=quantile, hold_s=2 * window_s))
     span = 144 if period >= 144 else 12
     forecaster = EnsembleForecaster(EnsembleConfig(horizon=6, period=period, selection_windows=span, calibration_windows=span))
     return ForecastPrewarmer(planner, forecaster, window_s=window_s, cold_start_s=capacity.cold_start_s,

@@ -36,6 +36,15 @@ class PlannerConfig(BaseModel):
     max_replicas: int | None = Field(None, ge=1)
     hold_s: float = Field(600.0, gt=0, description="how long a floor stays valid after it is made")
 
+    @classmethod
+    def from_capacity(cls, capacity, prompt_tokens: float, output_tokens: float, **fields) -> PlannerConfig:
+        """Per-replica rates from warmscale's one capacity model (`ReplicaCapacity`, duck-typed so
+        that forecasting stays free of the policy package): requests/s at the mean request's
+        sustainable rate, prompt and generated tokens/s at the replica's prefill and decode speed."""
+        return cls(requests_per_replica=capacity.sustainable_rate(prompt_tokens, output_tokens),
+                   prompt_tokens_per_replica=capacity.prefill_tokens_per_s,
+                   generation_tokens_per_replica=capacity.decode_tokens_per_s, **fields)
+
     @model_validator(mode="after")
     def _bounds(self) -> PlannerConfig:
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:

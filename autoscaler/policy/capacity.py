@@ -1,7 +1,11 @@
-"""Per-replica capacity of one model on one replica: what a policy divides load by.
+"""Per-replica capacity of one model on one replica: the one capacity model of warmscale.
 
-`ReplicaCapacity` is the one place a policy learns how much a replica can take. The simulator
-builds it from its hardware profile; the live controller from the model's CRD (or a profile run).
+`ReplicaCapacity` is what the policy divides load by, what the pre-warm planner turns forecasts
+into replicas with (`PlannerConfig.from_capacity`), what the simulator's oracle sizes its plan
+with, and what the simulator's engine profile reduces to (`EngineProfile.to_capacity()`, the only
+place it is derived: from the step-time model the simulated engine runs). The live controller
+builds it from the model's CRD, falling back to `H100_LLAMA3_8B`, which is that profile's capacity
+(tests/unit/test_sim_profile_cli.py checks they are equal).
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ class ReplicaCapacity(BaseModel):
     - `decode_tokens_per_s`: generated tokens per second, aggregate over the batch, at the largest
       batch that still meets the TPOT SLO.
     - `cold_start_s`: seconds from "replica ordered" to "replica Ready" (pod start + weights + warm-up).
+    - `step_base_s`, `step_per_seq_s`, `step_per_kv_token_s` (optional): the engine's step-time
+      model (see autoscaler/sim/profile.py); with them `sustainable_rate` accounts for how decode
+      slows as the batch and its context grow. `reference_tpot_s`: the TPOT the rates are quoted at.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,6 +37,10 @@ class ReplicaCapacity(BaseModel):
     prefill_tokens_per_s: float = Field(gt=0)
     decode_tokens_per_s: float = Field(gt=0)
     cold_start_s: float = Field(ge=0)
+    step_base_s: float | None = Field(None, ge=0)
+    step_per_seq_s: float | None = Field(None, ge=0)
+    step_per_kv_token_s: float | None = Field(None, ge=0)
+    reference_tpot_s: float = Field(0.1, gt=0)
 
     @field_validator("prefill_tokens_per_s", "decode_tokens_per_s", "cold_start_s")
     @classmethod
@@ -45,28 +56,45 @@ class ReplicaCapacity(BaseModel):
         return (prompt_tokens_per_s / self.prefill_tokens_per_s
                 + generation_tokens_per_s / self.decode_tokens_per_s)
 
+    @property
+    def has_step_model(self) -> bool:
+        return None not in (self.step_base_s, self.step_per_seq_s, self.step_per_kv_token_s)
 
-# Llama-3-8B-Instruct (bf16) on one H100-80GB SXM, vLLM V1 defaults (chunked prefill on,
-# gpu_memory_utilization 0.9, max_num_seqs 256). How each number is derived:
-# - kv_cache_tokens: 0.9 x 80 GiB = 72 GiB, minus ~15 GiB weights (8.03e9 params x 2 B) and ~2-4
-#   GiB activations/CUDA graphs leaves ~52-54 GiB. Llama-3-8B stores 32 layers x 8 KV heads x 128
-#   dims x 2 (K and V) x 2 B = 128 KiB per token -> ~400-420k tokens. Matches the "GPU KV cache
-#   size" vLLM logs for this model on an 80 GB card (config.json of meta-llama/Meta-Llama-3-8B:
-#   num_hidden_layers 32, num_key_value_heads 8, head_dim 128).
-# - prefill_tokens_per_s: ~2 x 8e9 = 16 GFLOP per prompt token; H100 SXM bf16 dense is ~989 TFLOP/s,
-#   so 15k tokens/s is ~25 % MFU, the middle of the 10-20k tokens/s measured with vLLM for 8B
-#   models at 1-2k-token prompts (attention and scheduling overheads included).
-# - decode_tokens_per_s: a decode step reads the 16 GB of weights (~5 ms at 3.35 TB/s) plus the
-#   batch's KV; at a batch of 256 with ~1k-token contexts that is ~32 GiB of KV (~10 ms), so a
-#   step is ~20-30 ms with overheads -> 256 / 0.03 ~ 8.5k tokens/s with TPOT ~30 ms, well inside a
-#   100 ms TPOT SLO. 8k tokens/s is used (vLLM's published H100 numbers for 8B models at high
-#   concurrency are 6-10k output tokens/s).
-# - cold_start_s: 60 s (pod start + image cached + 16 GB of weights from object storage at
-#   ~1 GB/s + CUDA graph capture); PEERS.md: vLLM ready 65 s -> 23 s with a streaming loader.
+    def sustainable_rate(self, prompt_tokens: float, output_tokens: float, tpot_s: float | None = None,
+                         kv_headroom: float = 0.9) -> float:
+        """Requests/s one replica serves in steady state with mean step time (~TPOT) = `tpot_s`,
+        for requests of `prompt_tokens` in and `output_tokens` out (means).
+
+        With the step model: at arrival rate L every step prefills L*P*s tokens and decodes
+        B = L*O*s sequences (Little's law) holding about P + O/2 tokens each, so
+            s = base + per_seq*L*O*s + per_kv*L*O*s*(P + O/2) + L*P*s/prefill_tps
+        and s = tpot gives L. Without it: L = 1 / busy_fraction(P, O). The KV cache
+        (`kv_headroom` of it) and max_num_seqs bound the batch either way.
+        """
+        tpot = float(tpot_s or self.reference_tpot_s)
+        p, o = max(0.0, float(prompt_tokens)), max(1.0, float(output_tokens))
+        ctx = p + o / 2
+        if self.has_step_model:
+            denom = (p / self.prefill_tokens_per_s + self.step_per_seq_s * o
+                     + self.step_per_kv_token_s * o * ctx)
+            lam = (1 - self.step_base_s / tpot) / denom if denom > 0 else math.inf
+        else:
+            lam = 1.0 / self.busy_fraction(p, o)
+        lam = min(lam, self.kv_cache_tokens * kv_headroom / (o * tpot * ctx), self.max_num_seqs / (o * tpot))
+        return max(lam, 1e-9)
+
+
+# Llama-3.1-8B-Instruct (bf16) on one H100-80GB SXM, vLLM V1 defaults: the capacity of the engine
+# profile autoscaler/sim/profiles/h100-llama-3.1-8b.yaml (every number's source is there), as
+# EngineProfile.to_capacity() derives it; a test keeps the two equal.
 H100_LLAMA3_8B = ReplicaCapacity(
-    max_num_seqs=256,
-    kv_cache_tokens=400_000,
-    prefill_tokens_per_s=15_000.0,
-    decode_tokens_per_s=8_000.0,
-    cold_start_s=60.0,
+    max_num_seqs=1024,
+    kv_cache_tokens=440_000,
+    prefill_tokens_per_s=25_000.0,
+    decode_tokens_per_s=8829.951194451578,
+    cold_start_s=31.03,
+    step_base_s=0.0062,
+    step_per_seq_s=0.00003,
+    step_per_kv_token_s=5.1e-8,
+    reference_tpot_s=0.1,
 )

@@ -117,32 +117,39 @@ class EngineProfile(BaseModel):
 
     def sustainable_rate(self, prompt_tokens: float, output_tokens: float, tpot_s: float | None = None,
                          kv_headroom: float = 0.9) -> float:
-        """Requests/s one replica serves in steady state with mean step time (~TPOT) = `tpot_s`.
+        """Requests/s one replica serves in steady state: `ReplicaCapacity.sustainable_rate` of this
+        profile's capacity (the one capacity model)."""
+        return self.to_capacity().sustainable_rate(prompt_tokens, output_tokens, tpot_s, kv_headroom)
 
-        With arrival rate L, every step prefills L*P*s tokens and decodes B = L*O*s sequences
-        (Little's law) holding about P + O/2 tokens each, so
-            s = base + per_seq*L*O*s + per_kv*L*O*s*(P + O/2) + L*P*s/prefill_tps
-        and s = tpot gives L. KV (`kv_headroom` of the cache) and max_num_seqs bound B.
-        """
+    def idle_ttft_s(self, prompt_tokens):
+        """TTFT of a prompt alone on an idle replica: its chunks of `max_num_batched_tokens`, one
+        step each (base + attention over the chunks already cached + prefill), plus the request
+        overhead. Works on numbers and numpy arrays."""
+        import numpy as np
+
         e = self.engine
-        tpot = float(tpot_s or self.reference_tpot_s)
-        p, o = max(0.0, prompt_tokens), max(1.0, output_tokens)
-        ctx = p + o / 2
-        denom = p / e.prefill_tokens_per_s + e.step_per_seq_s * o + e.step_per_kv_token_s * o * ctx
-        lam = (1 - e.step_base_s / tpot) / denom if denom > 0 else math.inf
-        lam = min(lam, e.kv_cache_tokens * kv_headroom / (o * tpot * ctx), e.max_num_seqs / (o * tpot))
-        return max(lam, 1e-9)
+        p = np.asarray(prompt_tokens, dtype=np.float64)
+        chunks = np.maximum(1.0, np.ceil(p / e.max_num_batched_tokens))
+        cached = e.max_num_batched_tokens * chunks * (chunks - 1) / 2   # sum of tokens already in cache
+        out = (e.request_overhead_s + chunks * e.step_base_s + p / e.prefill_tokens_per_s
+               + e.step_per_kv_token_s * np.minimum(cached, p * chunks))
+        return float(out) if out.ndim == 0 else out
 
     def to_capacity(self):
         """The policy's view of one replica (autoscaler.policy.capacity.ReplicaCapacity)."""
         from autoscaler.policy.capacity import ReplicaCapacity
 
+        e = self.engine
         return ReplicaCapacity(
-            max_num_seqs=self.engine.max_num_seqs,
-            kv_cache_tokens=self.engine.kv_cache_tokens,
-            prefill_tokens_per_s=self.engine.prefill_tokens_per_s,
+            max_num_seqs=e.max_num_seqs,
+            kv_cache_tokens=e.kv_cache_tokens,
+            prefill_tokens_per_s=e.prefill_tokens_per_s,
             decode_tokens_per_s=self.decode_tokens_per_s(),
             cold_start_s=self.cold_start.total_s,
+            step_base_s=e.step_base_s,
+            step_per_seq_s=e.step_per_seq_s,
+            step_per_kv_token_s=e.step_per_kv_token_s,
+            reference_tpot_s=self.reference_tpot_s,
         )
 
 

@@ -177,7 +177,7 @@ def test_capacity_validation_names_the_field(field, value):
 def test_capacity_busy_fraction_adds_prefill_and_decode():
     # 5000/10000 + 250/1000 = 0.75 replica
     assert CAP.busy_fraction(5000, 250) == pytest.approx(0.75)
-    assert H100_LLAMA3_8B.kv_cache_tokens == 400_000 and H100_LLAMA3_8B.max_num_seqs == 256
+    assert H100_LLAMA3_8B.kv_cache_tokens == 440_000 and H100_LLAMA3_8B.max_num_seqs == 1024   # the H100 profile's
 
 
 def test_sliding_windows_match_brute_force():

@@ -77,3 +77,16 @@ def test_bad_input_gets_a_clear_error():
         planner.floor("m", forecast(), now=0, cold_start_s=-5)
     with pytest.raises(ValueError, match="not 'x'"):
         planner.floor("x", forecast(), now=0, cold_start_s=5)
+
+
+def test_planner_sizes_with_the_one_capacity_model():
+    from autoscaler.sim.profile import load_profile
+
+    cap = load_profile().to_capacity()
+    cfg = PlannerConfig.from_capacity(cap, 1000.0, 200.0, target_utilisation=1.0)
+    assert cfg.requests_per_replica == cap.sustainable_rate(1000.0, 200.0)
+    assert (cfg.prompt_tokens_per_replica, cfg.generation_tokens_per_replica) == (cap.prefill_tokens_per_s,
+                                                                                  cap.decode_tokens_per_s)
+    rate = 3.5 * cfg.requests_per_replica
+    fc = DemandForecast("m", 0.0, 60.0, rate, rate)
+    assert PrewarmPlanner(cfg).replicas_for(fc).replicas == 4

@@ -230,3 +230,25 @@ def test_verdict_says_what_the_trace_allows_when_nothing_reaches_99():
     assert "no run reaches 99 %" in v["text"] and "30 of 1,000" in v["text"]
     v = verdict([res("warmscale", 0.995, 2.0), res("keda", 0.991, 3.0)])
     assert v["reached"] == ["warmscale", "keda"] and "warmscale (2.00 GPU-h)" in v["text"]
+
+
+def test_one_capacity_model_the_policys_default_is_the_profiles():
+    from autoscaler.policy.capacity import H100_LLAMA3_8B
+
+    prof = load_profile("h100-llama-3.1-8b")
+    cap = prof.to_capacity()
+    assert cap == H100_LLAMA3_8B
+    assert prof.sustainable_rate(1155, 211) == cap.sustainable_rate(1155, 211)
+    # without the step model the rate is what the policy's busy fraction says a replica holds
+    plain = ReplicaCapacity(max_num_seqs=10**6, kv_cache_tokens=10**9, prefill_tokens_per_s=10_000.0,
+                            decode_tokens_per_s=1000.0, cold_start_s=30.0)
+    assert plain.sustainable_rate(1000, 100) == pytest.approx(1 / (0.1 + 0.1))
+
+
+def test_idle_ttft_is_the_prefill_chunks_on_an_empty_replica():
+    prof = load_profile()
+    e = prof.engine
+    assert prof.idle_ttft_s(1000) == pytest.approx(e.step_base_s + 1000 / e.prefill_tokens_per_s)
+    long = prof.idle_ttft_s(3 * e.max_num_batched_tokens)
+    assert long == pytest.approx(3 * e.step_base_s + 3 * e.max_num_batched_tokens / e.prefill_tokens_per_s
+                                 + e.step_per_kv_token_s * 3 * e.max_num_batched_tokens)
