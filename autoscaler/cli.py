@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     forecast_cli.register(subparsers)
     __import__("autoscaler.api.cli").api.cli.register(subparsers)
     controller_cli.register(subparsers)
+    __import__("autoscaler.local.cli").local.cli.register(subparsers)
     return parser
 
 

@@ -64,3 +64,25 @@ def echo_app(name: str = "echo", token_delay_s: float = 0.0) -> Starlette:
     return Starlette(routes=[Route("/v1/completions", complete, methods=["POST"]),
                              Route("/v1/chat/completions", complete, methods=["POST"]),
                              Route("/metrics", metrics), Route("/health", health)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m autoscaler.router.echo --port N [--served-model-name M] [--token-delay-s S]`: an echo
+    engine that takes a vLLM server's common flags (other flags are ignored)."""
+    import argparse
+
+    import uvicorn
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--served-model-name", default="echo")
+    ap.add_argument("--token-delay-s", type=float, default=0.0)
+    args, _ = ap.parse_known_args(argv)
+    uvicorn.run(echo_app(args.served_model_name, args.token_delay_s), host=args.host, port=args.port,
+                log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
