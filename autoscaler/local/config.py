@@ -205,7 +205,8 @@ def engine_command(m: ModelConfig, port: int, devices: tuple[str, ...]) -> tuple
         argv += ["--load-format", "warmscale"]
     argv += m.args
     env = dict(ENGINE_ENV)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     return argv, {**env, **m.env}
 
 
