@@ -19,8 +19,10 @@ Metric: Knative's queue-proxy counts in-flight requests per pod (queued + being 
 observed concurrency is running + waiting, plus the requests the activator holds while no pod is
 ready (`Observation.held_requests`, the router's gauge). The KPA reads these statistics straight
 from the pods every second; run it with direct 1 s sensing to give it that.
-Target: the default 100 is for generic HTTP; for vLLM the concurrency one pod admits is its
-`max_num_seqs`, so target = capacity.max_num_seqs unless `target_concurrency` is given.
+Target: the documented default, 100 in-flight requests per pod (container-concurrency-target-default;
+KServe, which deploys vLLM on Knative, leaves it there unless the InferenceService sets
+`scaleTarget`), times the 70 % utilisation. `target_concurrency` overrides it (bench/policies.py
+sweeps it); `target_concurrency=None` takes the pod's `max_num_seqs`.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ __all__ = ["KnativeConfig", "KnativePolicy"]
 
 
 class KnativeConfig(PolicyConfig):
-    target_concurrency: float | None = Field(None, gt=0.0)   # None: capacity.max_num_seqs
+    target_concurrency: float | None = Field(100.0, gt=0.0)   # None: capacity.max_num_seqs
     target_utilization: float = Field(0.7, gt=0.0, le=1.0)
     stable_window_s: float = Field(60.0, ge=6.0, le=3600.0)
     panic_window_pct: float = Field(10.0, ge=1.0, le=100.0)
@@ -69,7 +71,8 @@ class KnativePolicy:
         self.capacity = capacity
         self.config = config or KnativeConfig()
         self.interval_s = self.config.tick_s
-        tc = self.config.target_concurrency or float(capacity.max_num_seqs)
+        tc = self.config.target_concurrency
+        tc = float(capacity.max_num_seqs) if tc is None else tc
         self.target_value = tc * self.config.target_utilization
         self.panic_window_s = self.config.stable_window_s * self.config.panic_window_pct / 100.0
         self._states: dict[str, _KnState] = {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plot_timelines"]
+__all__ = ["plot_timelines", "plot_frontier"]
 
 
 def plot_timelines(results, path: str | Path, title: str | None = None) -> Path:
@@ -56,3 +56,61 @@ def plot_timelines(results, path: str | Path, title: str | None = None) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_frontier(tuning: dict, scored: dict, path: str | Path, target: float = 0.99, title: str | None = None) -> Path:
+    """SLO attainment against GPU-hours (as a multiple of the bound) per policy: each setting on the
+    tuning data (small points, the policy's non-dominated ones joined), and the runs on the scoring
+    data (stars: medians with their seed ranges). `tuning` and `scored`: label -> summary with
+    'policy', 'attainment', 'gpu_hours', 'bound_gpu_hours' (each {'median', 'min', 'max'})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"warmscale": "#1f77b4", "hpa-cpu": "#8c564b", "keda": "#d62728", "knative": "#2ca02c",
+              "aibrix": "#9467bd", "static": "#7f7f7f", "oracle": "#000000"}
+    fig, ax = plt.subplots(figsize=(8, 5))
+
+    def xy(s):
+        b = s["bound_gpu_hours"]["median"] or 1.0
+        return s["gpu_hours"]["median"] / b, _clip01(s["attainment"]["median"])
+
+    for pol, color in colors.items():
+        pts = sorted(xy(s) for s in tuning.values() if s["policy"] == pol)
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, color=color, alpha=0.6)
+            front, best = [], -1.0
+            for x, y in pts:   # cheapest first: keep each point that attains more than every cheaper one
+                if y > best:
+                    front.append((x, y))
+                    best = y
+            ax.plot([p[0] for p in front], [p[1] for p in front], color=color, lw=1, alpha=0.6,
+                    label=f"{pol} settings (tuning data)")
+        for lab, s in scored.items():
+            if s["policy"] != pol:
+                continue
+            x, y = xy(s)
+            b = s["bound_gpu_hours"]["median"] or 1.0
+            yerr = [[y - _clip01(s["attainment"]["min"])], [_clip01(s["attainment"]["max"]) - y]]
+            xerr = [[x - s["gpu_hours"]["min"] / b], [s["gpu_hours"]["max"] / b - x]]
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="*", ms=11, color=color, mec="black", mew=0.5,
+                        elinewidth=0.8)
+            ax.annotate(lab, (x, y), fontsize=6, xytext=(4, -8), textcoords="offset points")
+    ax.axhline(target, color="#444444", ls="--", lw=0.8)
+    ax.axvline(1.0, color="#000000", ls=":", lw=0.8)
+    ax.set_yscale("logit")   # 50 %, 90 %, 99 %, 99.9 % evenly spaced: the shortfall near the target shows
+    ax.set_xlabel("GPU-hours / exact optimum (the bound)")
+    ax.set_ylabel("SLO attainment (logit scale)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _clip01(a: float) -> float:
+    return min(max(float(a), 1e-4), 1 - 1e-5)

@@ -5,7 +5,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from autoscaler.sim.oracle import OraclePolicy, oracle_plan
+from autoscaler.sim.oracle import OraclePolicy, optimal_plan
 from autoscaler.sim.profile import EngineProfile
 from autoscaler.sim.results import PRIMARY_SLO, SimResult
 from autoscaler.sim.simulator import SimConfig, simulate
@@ -48,42 +48,38 @@ def parse_slice(text: str | None) -> tuple[float | None, float | None]:
 
 @dataclass(frozen=True)
 class OracleChoice:
-    utilization: float
-    burst_s: float
-    attainment: float
+    headroom: float          # the replayed plan's needs are sized at this share of the sustainable rate
+    attainment: float        # what the replay reached
     tried: int
+    bound_gpu_hours: float   # the exact optimum (headroom 1): the bound reported beside the policies
+
+
+HEADROOMS = (1.0, 0.9, 0.8, 0.7, 0.6)
 
 
 def tune_oracle(workload: Workload, profile: EngineProfile, config: SimConfig | None = None,
                 max_tries: int | None = None) -> tuple[OracleChoice, SimResult]:
-    """The tightest oracle that meets the 99 % SLO target on this workload.
+    """The exact optimum (`optimal_plan`) and the replay of the loosest optimal plan that meets 99 %.
 
-    Candidates (burst window 1/10/60 s x utilisation 0.6..1.0) are tried cheapest-first by
-    their planned replica-minutes; the first that reaches 99 % wins. If none does within
-    `max_tries`, the best-attaining one is kept (and the report says so via its attainment).
+    Plans are solved at headroom 1.0, 0.9, ... 0.6 of the sustainable rate (each an exact optimum
+    of its own stated problem) and replayed in the simulator until one reaches 99 %; if none does
+    within `max_tries`, the best-attaining replay is kept (its attainment says so). The bound is
+    always the headroom-1 optimum's value.
     """
-    cands = []
-    for burst in (1.0, 10.0, 60.0):
-        for u in (1.0, 0.9, 0.8, 0.7, 0.6):
-            cands.append((int(oracle_plan(workload, profile, u, 60.0, burst).sum()), -u, burst, u))
-    cands.sort()
-    if max_tries is None:
-        max_tries = len(cands) if len(workload) < 1_000_000 else 5
+    budget = None if config is None else config.gpu_budget
+    bound = optimal_plan(workload, profile, gpu_budget=budget)
     best = None
-    tried = 0
-    seen = set()
-    for cost, _, burst, u in cands:
-        if cost in seen and tried:
-            continue   # same plan size as one that already failed: skip near-duplicates
-        seen.add(cost)
-        tried += 1
-        res = simulate(workload, OraclePolicy(workload, profile, utilization=u, burst_s=burst), profile, config)
+    tries = HEADROOMS[:max_tries] if max_tries else HEADROOMS
+    for tried, h in enumerate(tries, 1):
+        plan = bound if h == 1.0 else optimal_plan(workload, profile, headroom=h, gpu_budget=budget)
+        res = simulate(workload, OraclePolicy(workload, profile, plan=plan), profile, config)
+        res.notes.append(plan.describe())
+        res.bound_gpu_hours = bound.gpu_hours
+        choice = OracleChoice(h, res.attainment, tried, bound.gpu_hours)
         if best is None or res.attainment > best[1].attainment:
-            best = (OracleChoice(u, burst, res.attainment, tried), res)
+            best = (choice, res)
         if res.attainment >= TARGET_ATTAINMENT:
-            return OracleChoice(u, burst, res.attainment, tried), res
-        if tried >= max_tries:
-            break
+            return choice, res
     return best
 
 
@@ -99,7 +95,7 @@ def verdict(results: list[SimResult], target: float = TARGET_ATTAINMENT) -> dict
     pct = f"{target * 100:g} %"
     if not reached:
         text = (f"no run reaches {pct} on this trace: the best is {best.policy} at {best.attainment * 100:.2f} % "
-                f"({best.requests - round(best.attainment * best.requests):,} of {best.requests:,} requests miss "
+                f"({_misses(best):,} of {best.requests - best.unattainable:,} attainable requests miss "
                 f"{PRIMARY_SLO.key}); with this profile and cold start the trace allows no more than that here, so "
                 f"GPU-hours are not compared at {pct}")
         return {"text": text, "reached": [], "best": (best.policy, best.attainment)}
@@ -109,19 +105,21 @@ def verdict(results: list[SimResult], target: float = TARGET_ATTAINMENT) -> dict
     return {"text": text, "reached": [r.policy for r in reached], "best": (best.policy, best.attainment)}
 
 
+def _misses(r: SimResult) -> int:
+    return r.slo_misses.get(PRIMARY_SLO.key, r.requests - r.unattainable - round(r.attainment * (r.requests - r.unattainable)))
+
+
 def make_sim_policy(name: str, profile: EngineProfile, workload: Workload, static_replicas: int | None = None,
                     oracle: OracleChoice | None = None, **overrides):
     """A policy object for the simulator: a registry policy, 'oracle', or 'static' sized to the peak."""
     if name == "oracle":
-        o = oracle or OracleChoice(0.8, 10.0, math.nan, 0)
-        return OraclePolicy(workload, profile, utilization=o.utilization, burst_s=o.burst_s)
+        return OraclePolicy(workload, profile, headroom=oracle.headroom if oracle else 0.8)
     from autoscaler.policy.registry import make_policy
 
     cap = profile.to_capacity()
     if name == "static" and "replicas" not in overrides:
         if static_replicas is None:
-            o = oracle or OracleChoice(0.8, 10.0, math.nan, 0)
-            static_replicas = int(oracle_plan(workload, profile, o.utilization, 60.0, o.burst_s).max())
+            static_replicas = optimal_plan(workload, profile, headroom=oracle.headroom if oracle else 0.8).peak
         overrides["replicas"] = max(1, int(static_replicas))
     return make_policy(name, cap, **overrides)
 
@@ -147,9 +145,9 @@ def run_policies(trace: str, policies: list[str], profile: EngineProfile, *, sta
         if on_start:
             on_start("oracle (tuning)", w)
         choice, oracle_res = tune_oracle(w, profile, config)
-        oracle_res.notes.append(f"oracle: minutes sized to their busiest {choice.burst_s:g} s window at "
-                                f"{choice.utilization:.0%} of the profile's sustainable rate "
-                                f"(tightest of {choice.tried} tried that meets {PRIMARY_SLO.key} at 99 %)")
+        oracle_res.notes.append(f"oracle: the exact optimum's plan at {choice.headroom:.0%} of the sustainable rate, "
+                                f"replayed (loosest of {choice.tried} tried that meets {PRIMARY_SLO.key} at 99 %); "
+                                f"bound (headroom 100 %): {choice.bound_gpu_hours:.2f} GPU-h")
         if budget_x_oracle_peak is not None:
             budget = math.ceil(budget_x_oracle_peak * oracle_res.peak_replicas * profile.gpus_per_replica)
             config = replace(config or SimConfig(), gpu_budget=budget)

@@ -309,8 +309,10 @@ class Simulation:
             n_init = cfg.initial_replicas
             if isinstance(n_init, dict):
                 n_init = n_init.get(m.name)
-            if n_init is None:   # a fixed-size policy starts at its size; others at the first minute's need
-                n_init = getattr(m.policy, "fixed_replicas", None)
+            if n_init is None:   # a fixed-size policy (or a replayed plan) starts at its size; others at the
+                n_init = getattr(m.policy, "fixed_replicas", None)   # first minute's need
+            if n_init is None:
+                n_init = getattr(m.policy, "initial_replicas", None)
             if n_init is None:
                 n_init = _first_minute_need(m.spec.workload, m.profile)
             for _ in range(int(n_init)):
@@ -452,10 +454,9 @@ def _replace(obs: Observation, **kw) -> Observation:
 
 
 def _first_minute_need(workload, profile) -> int:
-    from autoscaler.sim.oracle import oracle_plan
+    from autoscaler.sim.oracle import first_minute_need
 
-    plan = oracle_plan(workload, profile)
-    return int(plan[0]) if plan.size else 1
+    return first_minute_need(workload, profile)
 
 
 def simulate(workload, policy, profile, config: SimConfig | None = None, prewarm=None, progress=None,

@@ -43,6 +43,8 @@ __all__ = [
     "scale_requests",
     "arrivals_from_rate",
     "human_span",
+    "scale_factor",
+    "LONG_CONTEXT",
 ]
 
 REQUEST_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -56,6 +58,11 @@ TRACE_NAMES: dict[str, tuple[str, str | None]] = {
     "servegen-m-mid": ("servegen_dev/servegen_language_rates_10min_days1-10.csv", "m-mid"),
     "servegen-m-small": ("servegen_dev/servegen_language_rates_10min_days1-10.csv", "m-small"),
 }
+# Long-context workloads: a shipped request trace with every prompt multiplied by a factor (outputs,
+# arrivals and their burstiness as recorded). azure-conv x16: median prompt 1,020 -> 16,320 tokens,
+# p90 ~44k, p99 ~66k; the longest (14,050 x 16 = 224,800) exceed Llama-3.1's 131,072 and are
+# rejected by the engine, so they count as unattainable.
+LONG_CONTEXT: dict[str, tuple[str, float]] = {"azure-conv-long": ("azure-conv", 16.0)}
 # Token lengths for rate traces come from this request trace (a real chat service's lengths).
 LENGTHS_FROM = "azure-conv"
 
@@ -378,14 +385,23 @@ def arrivals_from_rate(rate_trace: RateTrace, start_s: float, end_s: float, fact
 
 def load_workload(trace: str, *, factor: float | None = None, profile=None, peak_replicas: float = 10.0,
                   start_s: float | None = None, end_s: float | None = None, cv: float = 1.5,
-                  seed: int = 0) -> Workload:
+                  seed: int = 0, prompt_scale: float = 1.0) -> Workload:
     """Load a trace by name or path and scale it.
 
     `factor` scales the rate; when None it is chosen from `profile` so that the trace's peak
     minute needs `peak_replicas` replicas at the profile's sustainable rate (see
     `EngineProfile.sustainable_rate`). `start_s`/`end_s` slice the trace (seconds on its own clock,
     e.g. ServeGen days 8-10 = 7*86400 .. 10*86400); `cv` is the arrival burstiness for rate traces.
+    `prompt_scale` multiplies every prompt length (a name in `LONG_CONTEXT` sets it).
     """
+    if trace in LONG_CONTEXT:
+        base, k = LONG_CONTEXT[trace]
+        w = load_workload(base, factor=factor, profile=profile, peak_replicas=peak_replicas, start_s=start_s,
+                          end_s=end_s, cv=cv, seed=seed, prompt_scale=prompt_scale * k)
+        w.name = w.model = trace
+        return w
+    if not (prompt_scale > 0 and math.isfinite(prompt_scale)):
+        raise ValueError(f"prompt_scale: expected a finite number > 0, got {prompt_scale!r}")
     path, model = resolve_trace(trace)
     rng = np.random.default_rng(seed)
     with open(path, newline="") as fh:
@@ -395,19 +411,18 @@ def load_workload(trace: str, *, factor: float | None = None, profile=None, peak
     if "aggregate_rate_rps" in header or "window_start_s" in header:
         rt = load_rate_trace(path, model)
         lp, lo = _lengths_pool()
+        lp = _scaled_prompts(lp, prompt_scale)
         s0, s1, clip_note = _clip_slice(name, start_s, end_s, 0.0, rt.duration_s)
         if factor is None:
             if profile is None:
                 raise ValueError("either factor or profile is needed to scale a trace")
-            mask = (rt.starts + rt.window_s > s0) & (rt.starts < s1)
-            peak = float(rt.rates[mask].max())
-            per_replica = profile.sustainable_rate(float(lp.mean()), float(lo.mean()))
-            factor = peak_replicas * per_replica / peak
+            factor = _rate_factor(rt, lp, lo, s0, s1, profile, peak_replicas)
         t = arrivals_from_rate(rt, s0, s1, factor, cv, rng)
         pick = rng.integers(0, lp.size, size=t.size)
         notes = [f"arrivals: Gamma renewal, CV {cv:g}, on {factor:.4g} x the trace's rate "
                  f"(linear between 10-minute window centres)",
-                 f"token lengths resampled from {LENGTHS_FROM} (the rate file has none)"]
+                 f"token lengths resampled from {LENGTHS_FROM} (the rate file has none)"
+                 + (f", every prompt {prompt_scale:g} x its recorded length" if prompt_scale != 1.0 else "")]
         if clip_note:
             notes.append(clip_note)
         if rt.gaps:
@@ -415,6 +430,7 @@ def load_workload(trace: str, *, factor: float | None = None, profile=None, peak
         return Workload(name, model or rt.model, t, lp[pick], lo[pick], s0, s1, factor, "rate", str(path), notes,
                         rt, cv)
     arrival, prompt, output = load_request_trace(path)
+    prompt = _scaled_prompts(prompt, prompt_scale)
     s0, s1, clip_note = _clip_slice(name, start_s, end_s, 0.0, float(arrival[-1]) + 1e-9)
     sel = (arrival >= s0) & (arrival < s1)
     arrival, prompt, output = arrival[sel], prompt[sel], output[sel]
@@ -426,9 +442,41 @@ def load_workload(trace: str, *, factor: float | None = None, profile=None, peak
         factor = _factor_for_requests(arrival, prompt, output, s0, s1, profile, peak_replicas)
     t, p, o = scale_requests(arrival, prompt, output, factor, rng)
     notes = [f"each request repeated {factor:.4g} x on average (copies jittered by up to 2 s)"]
+    if prompt_scale != 1.0:
+        notes.append(f"every prompt {prompt_scale:g} x its recorded length (median {int(np.median(p)):,} tokens)")
     if clip_note:
         notes.append(clip_note)
     return Workload(name, name, t, p, o, s0, s1, factor, "requests", str(path), notes)
+
+
+def _rate_factor(rt: RateTrace, lp, lo, s0: float, s1: float, profile, peak_replicas: float) -> float:
+    mask = (rt.starts + rt.window_s > s0) & (rt.starts < s1)
+    peak = float(rt.rates[mask].max())
+    per_replica = profile.sustainable_rate(float(lp.mean()), float(lo.mean()))
+    return peak_replicas * per_replica / peak
+
+
+def scale_factor(trace: str, profile, peak_replicas: float = 10.0, start_s: float | None = None,
+                 end_s: float | None = None, prompt_scale: float = 1.0) -> float:
+    """The rate factor `load_workload` would choose for this slice, without drawing its arrivals
+    (so a long slice can fix the factor used on others)."""
+    if trace in LONG_CONTEXT:
+        base, k = LONG_CONTEXT[trace]
+        return scale_factor(base, profile, peak_replicas, start_s, end_s, prompt_scale * k)
+    path, model = resolve_trace(trace)
+    with open(path, newline="") as fh:
+        header = [h.strip() for h in (next(csv.reader(fh), None) or [])]
+    if "aggregate_rate_rps" in header or "window_start_s" in header:
+        rt = load_rate_trace(path, model)
+        lp, lo = _lengths_pool()
+        s0, s1, _ = _clip_slice(trace, start_s, end_s, 0.0, rt.duration_s)
+        return _rate_factor(rt, _scaled_prompts(lp, prompt_scale), lo, s0, s1, profile, peak_replicas)
+    return load_workload(trace, profile=profile, peak_replicas=peak_replicas, start_s=start_s, end_s=end_s,
+                         prompt_scale=prompt_scale).scale
+
+
+def _scaled_prompts(prompt: np.ndarray, k: float) -> np.ndarray:
+    return prompt if k == 1.0 else np.round(prompt * k).astype(prompt.dtype)
 
 
 def human_span(seconds: float) -> str:
@@ -465,10 +513,10 @@ def _clip_slice(name: str, start_s: float | None, end_s: float | None, first_s: 
 
 def _factor_for_requests(arrival, prompt, output, s0, s1, profile, peak_replicas) -> float:
     """Factor that makes the busiest minute need `peak_replicas` replicas of `profile` (the minute's
-    need is that of its busiest 10-second window, as the oracle sizes it)."""
-    from autoscaler.sim.oracle import need_per_bin
+    need is that of its busiest 10-second step, as the oracle sizes steps)."""
+    from autoscaler.sim.oracle import need_per_step
 
-    need = need_per_bin(arrival, prompt, output, s0, s1, profile)
+    need = need_per_step(arrival, prompt, output, s0, s1, profile)
     return peak_replicas / float(need.max())
 
 

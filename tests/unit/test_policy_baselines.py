@@ -118,7 +118,8 @@ def test_keda_missing_metric_holds():
 
 def test_knative_defaults():
     p = mk("knative")
-    assert p.target_value == pytest.approx(100 * 0.7)          # max_num_seqs x 0.7
+    assert p.target_value == pytest.approx(100 * 0.7)          # the documented 100 x 0.7
+    assert mk("knative", target_concurrency=None).target_value == pytest.approx(p.capacity.max_num_seqs * 0.7)
     assert p.panic_window_s == pytest.approx(6.0) and p.interval_s == 2.0
     assert mk("knative", target_concurrency=100).target_value == pytest.approx(70)
 

@@ -254,3 +254,22 @@ def test_hist_quantile_matches_prometheus_interpolation():
     assert _hist_quantile(0.5, counts) == pytest.approx(0.175)
     assert _hist_quantile(0.95, [0] * (len(TTFT_BUCKETS) + 1)) is None
     assert math.isfinite(_hist_quantile(0.95, counts))
+
+
+def test_the_slo_allows_each_prompt_its_idle_prefill_and_counts_the_unservable_apart():
+    from autoscaler.policy.registry import make_policy
+    from autoscaler.sim.results import PRIMARY_SLO
+
+    prof = _profile()
+    # one at a time, far apart, on one replica: TTFT = the idle prefill of each prompt
+    prompts = np.array([1_000, 60_000, 100_000, 140_000])   # 60k and 100k take > 2 s alone; 140k > max_model_len
+    t = np.array([0.0, 100.0, 200.0, 300.0])
+    w = Workload("long", "m", t, prompts, np.full(4, 20), 0.0, 400.0)
+    res = simulate(w, make_policy("static", prof.to_capacity(), replicas=1), prof)
+    assert prof.idle_ttft_s(60_000) > PRIMARY_SLO.ttft_s
+    assert res.unattainable == 1 and res.dropped["rejected_too_long"] == 1
+    assert res.attainment == 1.0 and res.slo_misses[PRIMARY_SLO.key] == 0
+    # the same prompts arriving together queue behind each other: the later ones miss
+    w2 = Workload("long", "m", np.array([0.0, 0.01, 0.02, 0.03]), prompts, np.full(4, 20), 0.0, 400.0)
+    res2 = simulate(w2, make_policy("static", prof.to_capacity(), replicas=1), prof)
+    assert res2.slo_misses[PRIMARY_SLO.key] >= 1 and res2.attainment < 1.0

@@ -120,12 +120,12 @@ def test_names_resolve_under_the_traces_dir(monkeypatch, tmp_path):
 
 
 def test_workloads_are_scaled_so_the_peak_needs_the_stated_replicas():
-    from autoscaler.sim.oracle import need_per_bin
+    from autoscaler.sim.oracle import need_per_step
     from autoscaler.sim.profile import load_profile
 
     prof = load_profile()
     w = load_workload("azure-conv", profile=prof, peak_replicas=8)
-    need = need_per_bin(w.arrival, w.prompt, w.output, w.start_s, w.end_s, prof)
+    need = need_per_step(w.arrival, w.prompt, w.output, w.start_s, w.end_s, prof)
     assert need.max() == pytest.approx(8, rel=0.15)
     assert w.scale > 1 and any("repeated" in n for n in w.notes)
     s = load_workload("servegen-m-large", profile=prof, start_s=7 * 86400, end_s=7 * 86400 + 3600)
@@ -140,3 +140,17 @@ def test_partly_collected_windows_next_to_a_gap_are_gaps_too(tmp_path):
     rows = "0,a,x,1000,1\n600,a,x,0,1\n1200,a,x,14,1\n1800,a,x,1300,1\n2400,a,x,1300,1\n"
     rt = load_rate_trace(_write(tmp_path, "r.csv", head + rows), "a")
     assert rt.gaps == 2 and rt.rates.tolist() == [1000, 1100, 1200, 1300, 1300]
+
+
+def test_long_context_workload_is_the_shipped_trace_with_prompts_scaled():
+    from autoscaler.sim.traces import LONG_CONTEXT
+
+    base = load_workload("azure-conv", factor=1.0, end_s=600)
+    scaled = load_workload("azure-conv", factor=1.0, end_s=600, prompt_scale=16)
+    assert np.array_equal(scaled.prompt, base.prompt * 16) and np.array_equal(scaled.output, base.output)
+    assert any("16 x its recorded length" in n for n in scaled.notes)
+    long = load_workload("azure-conv-long", factor=1.0, end_s=600)
+    assert LONG_CONTEXT["azure-conv-long"] == ("azure-conv", 16.0)
+    assert long.name == "azure-conv-long" and np.median(long.prompt) >= 10_000
+    with pytest.raises(ValueError, match="prompt_scale"):
+        load_workload("azure-conv", factor=1.0, prompt_scale=0)
