@@ -34,10 +34,10 @@ python_env() {
     rm -rf "$wheels"
     touch "$STAMPS/$key"
   fi
-  local project_key; project_key="project-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  local project_key; project_key="project-$(cat "$ROOT/pyproject.toml" "$ROOT/hack/constraints.txt" | sha256sum | cut -c1-16)"
   if [[ ! -f "$STAMPS/$project_key" ]]; then
     step "warmscale (editable) with its test and bench extras"
-    pip_install -q -e "$ROOT[test,bench]" "torch==$PYTHON_TORCH_VERSION"
+    pip_install -q -e "$ROOT[test,bench]" "torch==$PYTHON_TORCH_VERSION" -c "$ROOT/hack/constraints.txt"
     rm -f "$STAMPS"/project-*; touch "$STAMPS/$project_key"
   fi
   elapsed $t
