@@ -153,6 +153,18 @@ class FleetEmulator:
         """Virtual seconds: `start_virtual_s` plus wall seconds since start x `time_scale`."""
         return self.start_virtual_s + (self.clock() - self._wall0) * self.time_scale
 
+    def rebase(self, virtual_s: float) -> None:
+        """Set the clock to `virtual_s` now (e.g. a trace slice's start once the initial pods are
+        Ready). Only before the first request: engines that served nothing just move to the new time."""
+        with self._lock:
+            if self._rid or any(m.arrivals for m in self._models.values()):
+                raise RuntimeError("rebase: requests have already arrived; the clock can only be set before the first")
+            self.start_virtual_s = virtual_s
+            self._wall0 = self.clock()
+            for m in self._models.values():
+                for pod in m.ready():
+                    pod.replica.t = virtual_s
+
     # ------------------------------------------------------------------ fleet (the caller's view of the API server)
     def set_pods(self, model: str, pods: Mapping[str, bool]) -> None:
         """Every pod of `model` now, name -> Ready. A pod turning Ready starts an idle engine (fresh

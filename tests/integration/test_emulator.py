@@ -219,3 +219,14 @@ def test_a_url_template_reaches_the_namespaced_pod_path(emulator):
     assert parse_metrics(httpx.get(url).text, 0.0, MODEL).waiting == 0
     other_ns = TemplateResolver(emulator.metrics_url_template).metrics_url(PodRef("tiny-a", "elsewhere"))
     assert httpx.get(other_ns).status_code == 404
+
+
+def test_rebase_sets_the_clock_before_the_first_request_only(emulator):
+    emulator.set_pods(MODEL, {"tiny-a": True})
+    emulator.rebase(1200.0)
+    assert 1200.0 <= emulator.now() < 1201.0
+    emulator.submit(MODEL, 100, 10)
+    time.sleep(0.3)
+    assert emulator.stats(MODEL)["tiny-a"].request_success == 1
+    with pytest.raises(RuntimeError, match="requests have already arrived"):
+        emulator.rebase(0.0)
