@@ -53,10 +53,12 @@ def need_per_step(arrival: np.ndarray, prompt: np.ndarray, output: np.ndarray, s
     """Replica-equivalents each `step_s` step needs at the sustainable rate (not rounded)."""
     capacity = as_capacity(capacity)
     n = max(1, int(math.ceil((end_s - start_s) / step_s - 1e-9)))
-    idx = np.clip(((np.asarray(arrival) - start_s) // step_s).astype(np.int64), 0, n - 1)
+    arrival = np.asarray(arrival)
+    inside = (arrival >= start_s) & (arrival < end_s)   # a span cut from a longer workload counts its own only
+    idx = np.clip(((arrival[inside] - start_s) // step_s).astype(np.int64), 0, n - 1)
     count = np.bincount(idx, minlength=n).astype(np.float64)
-    ptok = np.bincount(idx, weights=prompt, minlength=n)
-    gtok = np.bincount(idx, weights=output, minlength=n)
+    ptok = np.bincount(idx, weights=np.asarray(prompt)[inside], minlength=n)
+    gtok = np.bincount(idx, weights=np.asarray(output)[inside], minlength=n)
     need = np.zeros(n)
     for i in np.nonzero(count)[0].tolist():
         c = count[i]   # a last, shorter step is read at the same rate as a full one (a few requests in

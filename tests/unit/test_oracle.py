@@ -114,3 +114,13 @@ def test_the_replay_pays_at_least_the_bound_and_headroom_buys_the_slo():
     assert loose.plan.gpu_hours > bound.gpu_hours       # headroom costs GPU-hours: the bound stays the bound
     tight = simulate(w, OraclePolicy(w, prof, plan=bound), prof, SimConfig())
     assert tight.gpu_hours >= bound.gpu_hours - 1e-9
+
+
+def test_the_first_minute_of_a_long_workload_counts_only_its_own_arrivals():
+    from autoscaler.sim.oracle import first_minute_need
+
+    prof = load_profile()
+    w = _workload(span=3600.0, n_lo=20000, n_hi=200000)
+    first = w.arrival < 60.0
+    cut = Workload("cut", "m", w.arrival[first], w.prompt[first], w.output[first], 0.0, 60.0)
+    assert first_minute_need(w, prof) == first_minute_need(cut, prof) <= 3
