@@ -207,12 +207,15 @@ class RangeFetcher:
         """Hedge ranges that run far longer than the median completed range."""
         while not self._stop.wait(0.02):
             with self._lock:
-                if len(self._durations) < 4 or self._hedges_running >= self._config.max_hedges:
+                # Only this thread starts hedges, so no more than ``room`` can be running by the time
+                # the ones chosen here have started.
+                room = self._config.max_hedges - self._hedges_running
+                if len(self._durations) < 4 or room <= 0:
                     continue
                 threshold = max(self._config.hedge_min_s, self._config.hedge_factor * statistics.median(self._durations[-64:]))
                 now = time.monotonic()
-                slow = [s for s in self._inflight.values() if not s.hedged and now - s.started > threshold]
-            for state in slow[: self._config.max_hedges]:
+                slow = [s for s in self._inflight.values() if not s.hedged and now - s.started > threshold][:room]
+            for state in slow:
                 slot = self._ring.acquire(block=False)
                 if slot is None:
                     break

@@ -19,9 +19,11 @@ records it) and it adds its window to the resident overhead.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import logging
 import mmap
+import queue
 import threading
 import weakref
 
@@ -58,6 +60,7 @@ class HostBuffer:
         self._window = prefault_window
         self._frontier = 0
         self._backed_to = 0  # pages before this offset (and past the frontier) hold recycled pages
+        self._seams = [0, size]  # where pages moved in (or out) start and end: the kernel's mapping boundaries
         # Weak: recycling lasts as long as the load that set it up; drops after that release pages.
         self._recycler: weakref.ref[PageRecycler] | None = None
         self._cond = threading.Condition()
@@ -105,9 +108,13 @@ class HostBuffer:
         return torch.from_numpy(part)
 
     def _dropped(self, first: int, last: int) -> None:
+        # A finalizer: it may run inside any allocation, on any thread, while this thread holds any
+        # lock, so it takes none. It either hands the pages to the recycler's queue or gives them back.
         recycler = self._recycler() if self._recycler is not None else None
-        if recycler is None or not recycler.recycle(self, first, last):
+        if recycler is None:
             _release(self._map, first, last - first)
+        else:
+            recycler.dropped(self, first, last)
 
     def _room_ahead(self) -> tuple[int, int]:
         """Where recycled pages may go (past every read started so far), and how many bytes fit. Hold ``_cond``."""
@@ -116,6 +123,16 @@ class HostBuffer:
 
     def _recycled_ahead(self) -> int:
         return max(0, self._backed_to - -(-self._frontier // PAGE) * PAGE)
+
+    def _next_seam(self, offset: int) -> int:
+        """The first mapping boundary past ``offset``: one move must not cross it."""
+        return self._seams[bisect.bisect_right(self._seams, offset)]
+
+    def _add_seams(self, begin: int, end: int) -> None:
+        for offset in (begin, end):
+            index = bisect.bisect_left(self._seams, offset)
+            if self._seams[index] != offset:
+                self._seams.insert(index, offset)
 
     def bytes_tensor(self) -> torch.Tensor:
         """The whole buffer as one uint8 tensor (no page release)."""
@@ -129,68 +146,138 @@ class PageRecycler:
     writing pages that are already mapped). A consumer that copies each weight into its model and
     drops it frees pages at the rate the loader needs new ones, so instead of giving them back
     (``MADV_DONTNEED``) and faulting new ones in, ``mremap`` moves them, page tables and all, to
-    the unread part of a buffer. The dropped tensor's old address range becomes a hole that nothing
-    refers to any more. At most ``window`` bytes of moved pages wait ahead of the reads (they count
-    against the memory limit); the rest go back to the OS as before. Only places no read has
-    started on are ever replaced: ``HostBuffer.reading`` and the move take the same lock.
+    the unread part of a buffer. ``MREMAP_DONTUNMAP`` leaves the dropped tensor's old range mapped
+    (empty, reading as zeros), so the shard's mapping never has a hole another mapping could land
+    in; without that flag (Linux < 5.7) nothing is moved. Each move stays inside one kernel mapping
+    (pages moved in earlier are mappings of their own, and older kernels refuse a move across two
+    only after unmapping its target), and a failed move's target is mapped again at once. At most
+    ``window`` bytes of moved pages wait ahead of the reads (they count against the memory limit);
+    the rest go back to the OS. Only places no read has started on are ever replaced:
+    ``HostBuffer.reading`` and the move take the same lock.
+
+    Drops arrive from finalizers (``dropped``) and only go on a queue; the thread that owns the
+    load moves them (``drain``), and ``close`` gives back whatever is left, then and afterwards.
     """
 
     def __init__(self, buffers: list[HostBuffer], window: int) -> None:
         self._buffers = buffers
         self._window = window
         self._lock = threading.Lock()
+        self._pending: queue.SimpleQueue[tuple[HostBuffer, int, int]] = queue.SimpleQueue()  # reentrant put
+        self._closed = False
         self._working = _mremap is not None
         self.moved_bytes = 0
         for buf in buffers:
             buf._recycler = weakref.ref(self)
 
-    def recycle(self, source: HostBuffer, first: int, last: int) -> bool:
-        """Move pages ``[first, last)`` of ``source`` ahead of the reads; False: release them instead."""
-        if not self._working:
-            return False
+    def dropped(self, source: HostBuffer, first: int, last: int) -> None:
+        """Pages ``[first, last)`` of ``source`` are free. Lock-free: called from finalizers."""
+        self._pending.put((source, first, last))
+        if self._closed:  # put after close's last sweep: nobody else will give them back
+            self._release_pending()
+
+    def drain(self) -> None:
+        """Move (or give back) the pages dropped so far. Call from the thread that runs the load."""
+        while True:
+            try:
+                source, first, last = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            self._recycle(source, first, last)
+
+    def close(self) -> None:
+        """Stop moving pages: what is queued, and every later drop, goes back to the OS."""
+        self._closed = True
+        for buf in self._buffers:
+            buf._recycler = None
+        self._release_pending()
+
+    def _release_pending(self) -> None:
+        while True:
+            try:
+                source, first, last = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            _release(source._map, first, last - first)
+
+    def _recycle(self, source: HostBuffer, first: int, last: int) -> None:
+        """Move pages ``[first, last)`` of ``source`` ahead of the reads, within the window; release the rest."""
         with self._lock:
             position = first
-            for target in self._buffers:
-                budget = self._window - sum(b._recycled_ahead() for b in self._buffers)
-                if position >= last or budget < PAGE:
+            while self._working and position < last:
+                moved = self._move_piece(source, position, min(last, source._next_seam(position)))
+                if not moved:
                     break
-                with target._cond:
-                    start, room = target._room_ahead()
-                    length = min(last - position, room, budget) // PAGE * PAGE
-                    if length <= 0:
-                        continue
-                    if not _move_pages(source.address + position, target.address + start, length):
-                        self._working = False
-                        break
-                    target._backed_to = start + length
-                position += length
-                self.moved_bytes += length
+                position += moved
             if position < last:
                 _release(source._map, position, last - position)
-        return True
+
+    def _move_piece(self, source: HostBuffer, begin: int, end: int) -> int:
+        """Move what fits of ``[begin, end)`` (one kernel mapping) to the first buffer with room; bytes moved."""
+        budget = self._window - sum(b._recycled_ahead() for b in self._buffers)
+        for target in self._buffers:
+            with target._cond:
+                start, room = target._room_ahead()
+                length = min(end - begin, room, budget) // PAGE * PAGE
+                if length <= 0:
+                    continue
+                if not _move_pages(source.address + begin, target.address + start, length):
+                    self._working = False
+                    return 0
+                target._backed_to = start + length
+                target._add_seams(start, start + length)
+            source._add_seams(begin, begin + length)
+            self.moved_bytes += length
+            return length
+        return 0
 
 
-def _load_mremap() -> object | None:
+def _load_libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        mremap = libc.mremap
+        libc.mremap.restype = libc.mmap.restype = ctypes.c_void_p
     except (OSError, AttributeError):  # not Linux
         return None
-    mremap.restype = ctypes.c_void_p
-    mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
-    return mremap
+    libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return libc
 
 
-_mremap = _load_mremap()
-_MREMAP_MAYMOVE, _MREMAP_FIXED = 1, 2
+_libc = _load_libc()
+_mremap = _libc.mremap if _libc is not None else None
+_MREMAP_MAYMOVE, _MREMAP_FIXED, _MREMAP_DONTUNMAP = 1, 2, 4
+_MAP_FIXED_NOREPLACE = 0x100000  # Linux >= 4.17
 
 
 def _move_pages(source: int, target: int, length: int) -> bool:
-    moved = _mremap(source, length, length, _MREMAP_MAYMOVE | _MREMAP_FIXED, target)  # type: ignore[operator]
-    if moved != target:
-        log.debug("mremap failed (errno %d): dropped pages go back to the OS instead", ctypes.get_errno())
-        return False
-    return True
+    """Move the pages under ``[source, source + length)`` to ``target``, leaving the source range mapped.
+
+    With ``MREMAP_FIXED`` the kernel unmaps the target range first and only then checks the source
+    (before Linux 6.17 a source spanning two mappings fails with EFAULT at that point), so a failed
+    move can leave a hole where the next reads land: it is mapped again at once.
+    """
+    flags = _MREMAP_MAYMOVE | _MREMAP_FIXED | _MREMAP_DONTUNMAP
+    moved = _mremap(source, length, length, flags, target)  # type: ignore[operator]
+    if moved == target:
+        return True
+    errno = ctypes.get_errno()
+    # EINVAL before Linux 5.7 (no MREMAP_DONTUNMAP): nothing was moved and both ranges are intact.
+    refilled = _refill(target, length)
+    log.debug("mremap failed (errno %d, target %s): dropped pages go back to the OS instead",
+              errno, "mapped again" if refilled else "intact")
+    return False
+
+
+def _refill(address: int, length: int) -> bool:
+    """Map fresh memory at ``[address, address + length)`` if it is a hole; False: something is there."""
+    prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_FIXED_NOREPLACE
+    placed = _libc.mmap(address, length, prot, flags, -1, 0)  # type: ignore[union-attr]
+    if placed == address:
+        return True
+    if placed not in (None, ctypes.c_void_p(-1).value):  # a kernel without NOREPLACE took it as a hint
+        _libc.munmap(placed, length)  # type: ignore[union-attr]
+    return False
 
 
 def _advise_huge_pages(mapping: mmap.mmap) -> None:

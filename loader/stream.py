@@ -190,6 +190,8 @@ def _stream(
             if report.first_tensor_s is None:
                 report.first_tensor_s = time.perf_counter() - started
             yield name, tensor
+            if recycler is not None:
+                recycler.drain()  # the pages of tensors the consumer dropped meanwhile
 
     fetcher.start()
     remaining_jobs = len(plan.jobs)
@@ -227,6 +229,7 @@ def _stream(
         fetcher.stop()
         report.seconds = time.perf_counter() - started
         if recycler is not None:
+            recycler.close()
             report.recycled_bytes = recycler.moved_bytes
 
 

@@ -150,3 +150,50 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     config = LoaderConfig.from_env(hedge=False)
     assert (config.concurrency, config.range_bytes, config.hedge) == (5, 1 << 20, False)
     assert LoaderConfig(range_bytes=8 << 20, memory_limit_bytes=4 << 20).effective_range_bytes == 2 << 20
+
+
+class HedgeCountingSource(LocalSource):
+    """Stalls chosen ranges (and every hedged copy) so that hedges pile up; records how many hedged
+    reads run at once."""
+
+    def __init__(self, root: Path, slow_s: dict[int, float], stall_s: float) -> None:
+        super().__init__(root)
+        self.slow_s = slow_s  # range number -> seconds its first (primary) read takes
+        self.stall_s = stall_s
+        self.hedges_now = 0
+        self.most_hedges = 0
+        self._lock = threading.Lock()
+        self._seen: set[int] = set()
+
+    def read_into(self, name, offset, buf, etag, cancelled=None):  # type: ignore[override]
+        hedge = threading.current_thread().name.startswith("warmscale-hedge-")
+        number = offset // RANGE
+        with self._lock:
+            first = number not in self._seen
+            self._seen.add(number)
+            if hedge:
+                self.hedges_now += 1
+                self.most_hedges = max(self.most_hedges, self.hedges_now)
+        try:
+            delay = self.stall_s if hedge else self.slow_s.get(number, 0.0) if first else 0.0
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if cancelled is not None and cancelled():
+                    raise ReadCancelled
+                time.sleep(0.005)
+            super().read_into(name, offset, buf, etag, cancelled)
+        finally:
+            if hedge:
+                with self._lock:
+                    self.hedges_now -= 1
+
+
+def test_hedges_in_flight_never_exceed_the_cap(ckpt: Path) -> None:
+    # Range 4 turns slow first and is hedged alone; ranges 8-10 turn slow while that hedge still runs.
+    slow = {4: 1.5, 5: 0.15, 6: 0.15, 7: 0.15, 8: 1.5, 9: 1.5, 10: 1.5}
+    source = HedgeCountingSource(ckpt, slow, stall_s=3.0)
+    config = _config(concurrency=4, memory_limit_bytes=32 * RANGE, hedge_min_s=0.2, hedge_factor=2.0, max_hedges=2)
+    got, report = _load(source, config)
+    assert _same(got, ckpt)
+    assert report.fetch.hedges >= 2  # the cap was reached
+    assert source.most_hedges <= config.max_hedges
