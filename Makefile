@@ -5,8 +5,9 @@ PYTHON := .venv/bin/python
 setup:
 	bash hack/setup.sh
 
-demo: setup
-	.venv/bin/warmscale simulate --trace azure-conv --policy all
+demo:
+	bash hack/setup.sh python
+	.venv/bin/warmscale demo
 
 test: setup
 	$(PYTHON) -m pytest -ra

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live view "
                    "(the default when stdout is not a terminal)")
     p.set_defaults(handler=run)
+    from autoscaler.local import demo
+    demo.register(subparsers)
 
 
 def error(message: str, code: int) -> int:

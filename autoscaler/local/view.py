@@ -52,7 +52,8 @@ class PlainLog:
             print(f"{time.strftime('%H:%M:%S', time.localtime(v.time))} {v.model}: arrivals {_f(v.arrival_rate, '{:.2f}')}/s "
                   f"held {v.held} waiting {_f(v.waiting, '{:.0f}')} running {_f(v.running, '{:.0f}')} "
                   f"kv {_f(None if v.kv_cache_usage is None else v.kv_cache_usage * 100, '{:.0f}%')} "
-                  f"engines: {engines_text(v.engines)} restarts {v.restarts} | {decision_text(v)}{extra}",
+                  f"engines: {engines_text(v.engines)} restarts {v.restarts} | {decision_text(v)}"
+                  + (f" | {extra}" if extra else ""),
                   file=self._out, flush=True)
 
     def close(self) -> None:
