@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.checkpoint import resolve_checkpoint
+from loader.checkpoint import Checkpoint, resolve_checkpoint
 from loader.config import LoaderConfig
 from loader.errors import LoaderError, SourceError
 from loader.fetch import FetchStats
@@ -266,3 +266,21 @@ def _objects_to_stage(source: ObjectSource, checkpoint: object) -> dict[str, Obj
 
 def _dir_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def open_checkpoint(location: str, config: LoaderConfig, stack: contextlib.ExitStack | None = None) -> Checkpoint:
+    """Resolve ``location``, preferring a valid warm-pool copy when ``config.cache_dir`` is set
+    (held against eviction until ``stack`` closes)."""
+    if config.cache_dir is not None:
+        cache = WarmCache(config.cache_dir)
+        if stack is not None:
+            stack.enter_context(cache.reading(location))
+        local = cache.lookup(location, config)
+        if local is not None:
+            log.info("loading %s from the warm pool at %s", location, local)
+            location = str(local)
+    source, name = open_source(
+        location, endpoint_url=config.endpoint_url, region=config.region,
+        max_connections=config.concurrency + config.max_hedges + 4,
+    )
+    return resolve_checkpoint(source, name, verify_sha256=config.verify_sha256)

@@ -5,8 +5,8 @@
     warmscale-loader inspect s3://bucket/model
     warmscale-loader make-checkpoint /tmp/ckpt --size 3GB --shards 2
 
-``--json`` prints one JSON object on stdout (for scripts) instead of progress bars and tables.
-Exit codes: 0 success, 2 bad arguments, 3 load/stage failure.
+``--json`` prints one JSON object on stdout (for scripts) instead of progress bars and tables;
+a failure prints ``{"error": ..., "exit_code": ...}`` instead, and a one-line message on stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -26,6 +27,28 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from loader.config import LoaderConfig
+
+if TYPE_CHECKING:
+    import torch
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    success
+  {EXIT_USAGE}    bad input: an unknown option or setting, a malformed size, a device this machine lacks
+  {EXIT_FAILED}    the load or staging failed: not found, not a checkpoint, access denied, corrupt data,
+       the store kept failing
+  {EXIT_INTERRUPTED}  interrupted
+  {EXIT_INTERNAL}    an unexpected error (a bug: run with -v for the traceback)"""
+_PAGE = 4096
+
+
+class UsageFailure(Exception):
+    """A command line argparse rejects; reported like every other failure (JSON under ``--json``)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageFailure(f"{self.prog}: {message}")
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9, "T": 10**12,
           "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -81,25 +104,29 @@ def _cmd_warm(args: argparse.Namespace, console: Console) -> dict[str, object]:
     if args.verify_local:
         out["verified"] = cache.verify(args.location)
         if not out["verified"]:
-            raise SystemExit(_fail(args, console, f"{args.location}: staged copy failed SHA-256 verification"))
+            raise SystemExit(_fail(args, f"{args.location}: staged copy failed SHA-256 verification", EXIT_FAILED))
     return out
 
 
 def _cmd_pull(args: argparse.Namespace, console: Console) -> dict[str, object]:
-    from loader.stream import LoadReport, open_checkpoint, stream_checkpoint
+    from loader.cache import open_checkpoint
+    from loader.stream import LoadReport, check_device, stream_checkpoint
 
+    device = check_device(args.device)  # before any I/O: a device this machine lacks is bad input
     config = _config(args, cache_dir=args.cache_dir)
     report = LoadReport(location=args.location)
-    with contextlib.ExitStack() as stack, _progress(console, not args.json) as bars:
+    with contextlib.ExitStack() as stack:
         checkpoint = open_checkpoint(args.location, config, stack)  # holds a warm-pool copy against eviction
-        task = bars.add_task(f"pull {args.location} -> {args.device}", total=checkpoint.tensor_bytes)
-        for _name, _tensor in stream_checkpoint(
-            checkpoint, args.device, config, progress=lambda n: bars.advance(task, n), report=report
+        bars = stack.enter_context(_progress(console, not args.json))
+        task = bars.add_task(f"pull {args.location} -> {device}", total=checkpoint.tensor_bytes)
+        for _name, tensor in stream_checkpoint(
+            checkpoint, device, config, progress=lambda n: bars.advance(task, n), report=report
         ):
-            pass  # handed over and dropped: pull measures the path to the device
+            if tensor.device.type == "cpu":
+                _touch_pages(tensor)  # a mapped file is only read on first touch: count the reading
     return {
         "location": args.location, "loaded_from": report.resolved_from, "device": report.device,
-        "tensors": report.tensors, "bytes": report.bytes, "seconds": round(report.seconds, 3),
+        "mapped": report.mapped, "tensors": report.tensors, "bytes": report.bytes, "seconds": round(report.seconds, 3),
         "gb_per_s": round(report.gb_per_s, 3),
         "first_tensor_s": round(report.first_tensor_s, 3) if report.first_tensor_s is not None else None,
         "requests": report.fetch.requests, "retries": report.fetch.retries, "hedges": report.fetch.hedges,
@@ -107,8 +134,17 @@ def _cmd_pull(args: argparse.Namespace, console: Console) -> dict[str, object]:
     }
 
 
+def _touch_pages(tensor: torch.Tensor) -> None:
+    """Read one byte of every page of a (contiguous) CPU tensor."""
+    import torch
+
+    raw = tensor.reshape(-1).view(torch.uint8)
+    if raw.numel():
+        int(raw[::_PAGE].sum())
+
+
 def _cmd_inspect(args: argparse.Namespace, console: Console) -> dict[str, object]:
-    from loader.stream import open_checkpoint
+    from loader.cache import open_checkpoint
 
     checkpoint = open_checkpoint(args.location, _config(args))
     shards = [
@@ -120,12 +156,14 @@ def _cmd_inspect(args: argparse.Namespace, console: Console) -> dict[str, object
 
 
 def _cmd_make(args: argparse.Namespace, console: Console) -> dict[str, object]:
-    from loader.make_checkpoint import CheckpointSpec, make_checkpoint
+    from loader.make_checkpoint import CheckpointSpec, check_size_fits, layout_hidden, make_checkpoint
 
     spec = CheckpointSpec(args.size, shards=args.shards, hidden=args.hidden, dtype=args.dtype, seed=args.seed,
                           sha256_sidecars=args.sha256)
+    check_size_fits(spec)
     paths = make_checkpoint(Path(args.dest), spec)
-    return {"dest": str(args.dest), "shards": [str(p) for p in paths], "bytes": sum(p.stat().st_size for p in paths)}
+    return {"dest": str(args.dest), "shards": [str(p) for p in paths], "hidden": layout_hidden(spec),
+            "requested_bytes": args.size, "bytes": sum(p.stat().st_size for p in paths)}
 
 
 def _print_table(console: Console, title: str, data: dict[str, object]) -> None:
@@ -135,17 +173,18 @@ def _print_table(console: Console, title: str, data: dict[str, object]) -> None:
     console.print(table)
 
 
-def _fail(args: argparse.Namespace, console: Console, message: str) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps({"error": message}))
-    else:
-        console.print(f"[red]error:[/red] {message}")
-    return 3
+def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
+    """Report a failure in one line (and as a JSON object under ``--json``); returns the exit code."""
+    if args is not None and getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    print(f"warmscale-loader: error: {message}", file=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="warmscale-loader", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="warmscale-loader", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -170,19 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("dest", type=Path)
     make.add_argument("--size", type=parse_size, required=True, help="approximate total size, e.g. 3GB")
     make.add_argument("--shards", type=int, default=1)
-    make.add_argument("--hidden", type=int, default=2048, help="hidden size of the Llama-like layout")
+    make.add_argument("--hidden", type=int, help="hidden size of the Llama-like layout (default: the largest up to "
+                      "2048 that fits --size)")
     make.add_argument("--dtype", choices=["BF16", "F32"], default="BF16")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--sha256", action="store_true", help="write <shard>.sha256 sidecars")
-    make.add_argument("--json", action="store_true")
+    make.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``warmscale-loader`` console script."""
-    from loader.errors import LoaderError
+    from loader.errors import LoaderError, UsageError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageFailure as exc:
+        return _fail(argparse.Namespace(json="--json" in argv), str(exc), EXIT_USAGE)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     console = Console(stderr=True)
     commands = {"warm": _cmd_warm, "pull": _cmd_pull, "inspect": _cmd_inspect, "make-checkpoint": _cmd_make}
@@ -190,15 +235,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = commands[args.command](args, console)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
-        print(f"warmscale-loader: invalid setting: {errors}", file=sys.stderr)
-        return 2
+        return _fail(args, f"invalid setting: {errors}", EXIT_USAGE)
+    except UsageError as exc:
+        return _fail(args, str(exc), EXIT_USAGE)
     except LoaderError as exc:
-        return _fail(args, console, str(exc))
+        return _fail(args, str(exc), EXIT_FAILED)
+    except OSError as exc:  # the local side: a full disk, a read-only cache directory
+        return _fail(args, f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug; one line unless asked for the traceback
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        return _fail(args, f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)", EXIT_INTERNAL)
     if args.json:
         print(json.dumps(result))
     else:
         _print_table(Console(), args.command, result)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ class LoaderError(Exception):
     """Base class of every error the loader raises."""
 
 
+class UsageError(LoaderError):
+    """The caller asked for something the loader cannot do here (a device this machine lacks, a size too small)."""
+
+
 class CheckpointFormatError(LoaderError):
     """A safetensors object or an index file is malformed."""
 

@@ -27,8 +27,12 @@ import queue
 import threading
 import weakref
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class HostBuffer:
         first, last = -(-begin // PAGE) * PAGE, end // PAGE * PAGE
         if last > first:
             weakref.finalize(part, self._dropped, first, last)
+        import torch
+
         return torch.from_numpy(part)
 
     def _dropped(self, first: int, last: int) -> None:
@@ -136,6 +142,8 @@ class HostBuffer:
 
     def bytes_tensor(self) -> torch.Tensor:
         """The whole buffer as one uint8 tensor (no page release)."""
+        import torch
+
         return torch.from_numpy(self._array)
 
 

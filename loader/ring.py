@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from loader.hostmem import HostBuffer
+    from loader.hostmem import HostBuffer
 
 
 class RangeLike(Protocol):
@@ -27,22 +28,33 @@ class RangeLike(Protocol):
 
 @dataclass(slots=True)
 class Slot:
-    """One staging buffer: a torch view (for device copies) and a memoryview (for socket reads)."""
+    """One staging buffer: a torch view (for device copies; None in a bytes-only ring) and a memoryview
+    (for socket reads)."""
 
     index: int
-    tensor: torch.Tensor
+    tensor: torch.Tensor | None
     view: memoryview
 
 
 class SlotRing:
-    """Free-list of ``count`` slots of ``slot_bytes`` each, in one allocation."""
+    """Free-list of ``count`` slots of ``slot_bytes`` each, in one allocation.
 
-    def __init__(self, count: int, slot_bytes: int, *, pinned: bool) -> None:
+    ``tensors=False``: bytes only (staging to files), so torch is not even imported.
+    """
+
+    def __init__(self, count: int, slot_bytes: int, *, pinned: bool, tensors: bool = True) -> None:
         self.slot_bytes = slot_bytes
-        self._buffer = torch.empty(count * slot_bytes, dtype=torch.uint8, pin_memory=pinned)
-        whole = memoryview(self._buffer.numpy()).cast("B")
+        if tensors:
+            import torch
+
+            self._buffer = torch.empty(count * slot_bytes, dtype=torch.uint8, pin_memory=pinned)
+            whole = memoryview(self._buffer.numpy()).cast("B")
+        else:
+            self._buffer = None
+            whole = memoryview(bytearray(count * slot_bytes))
         self._slots = [
-            Slot(i, self._buffer[i * slot_bytes:(i + 1) * slot_bytes], whole[i * slot_bytes:(i + 1) * slot_bytes])
+            Slot(i, self._buffer[i * slot_bytes:(i + 1) * slot_bytes] if tensors else None,
+                 whole[i * slot_bytes:(i + 1) * slot_bytes])
             for i in range(count)
         ]
         self._free = list(reversed(self._slots))
@@ -105,6 +117,8 @@ class DirectTargets:
 
     def __init__(self, buffers: dict[int, tuple[HostBuffer, int]], leases: int) -> None:
         # shard number -> (host buffer, object offset of its first byte)
+        import torch
+
         self._buffers = buffers
         self._lease = Slot(-1, torch.empty(0, dtype=torch.uint8), memoryview(b""))
         self._lock = threading.Lock()

@@ -53,7 +53,7 @@ def download_objects(
     digests = {name: hashlib.sha256() for name in names}
     written = {name: 0 for name in names}
     waiting: dict[tuple[str, int], object] = {}
-    ring = SlotRing(config.slots, range_bytes, pinned=False)
+    ring = SlotRing(config.slots, range_bytes, pinned=False, tensors=False)
     fetcher = RangeFetcher(source, jobs, ring, config)
     try:
         for name in names:

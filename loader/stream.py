@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 
 from loader.assemble import DeviceAssembler, plan_load
-from loader.cache import WarmCache
+from loader.cache import open_checkpoint
 from loader.checkpoint import Checkpoint, resolve_checkpoint
 from loader.config import LoaderConfig
-from loader.errors import IntegrityError, LoaderError
+from loader.errors import IntegrityError, LoaderError, UsageError
 from loader.fetch import FetchStats, RangeFetcher, RangeJob
 from loader.hostmem import HostBuffer, PageRecycler
 from loader.mapped import stream_mapped
 from loader.ring import DirectTargets, Slot, SlotRing
-from loader.sources import LocalSource, open_source
+from loader.sources import LocalSource
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int], None]
@@ -41,6 +41,7 @@ class LoadReport:
     first_tensor_s: float | None = None
     fetch: FetchStats = field(default_factory=FetchStats)
     recycled_bytes: int = 0  # pages of dropped tensors moved to where later reads landed
+    mapped: bool = False  # a local file mapped, not read: its bytes are read when the consumer touches them
 
     @property
     def gb_per_s(self) -> float:
@@ -77,29 +78,23 @@ class _InOrderDigest:
         return self.next_offset == self.size
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-def open_checkpoint(location: str, config: LoaderConfig, stack: contextlib.ExitStack | None = None) -> Checkpoint:
-    """Resolve ``location``, preferring a valid warm-pool copy when ``config.cache_dir`` is set
-    (held against eviction until ``stack`` closes)."""
-    if config.cache_dir is not None:
-        cache = WarmCache(config.cache_dir)
-        if stack is not None:
-            stack.enter_context(cache.reading(location))
-        local = cache.lookup(location, config)
-        if local is not None:
-            log.info("loading %s from the warm pool at %s", location, local)
-            location = str(local)
-    source, name = open_source(
-        location, endpoint_url=config.endpoint_url, region=config.region,
-        max_connections=config.concurrency + config.max_hedges + 4,
-    )
-    return resolve_checkpoint(source, name, verify_sha256=config.verify_sha256)
+def check_device(device: str | torch.device) -> torch.device:
+    """The device to load to (``cuda`` means the current CUDA device); UsageError if this machine has no such device."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"device {str(device)!r}: not a device name ({exc}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise UsageError(f"device {str(device)!r}: the loader loads to cpu or cuda[:N], not {dev.type}")
+    if not torch.cuda.is_available():
+        raise UsageError(f"device {str(device)!r}: CUDA is not available on this machine "
+                         f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise UsageError(f"device {str(device)!r}: this machine has {count} CUDA device(s)")
+    return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def stream_checkpoint(
@@ -116,7 +111,7 @@ def stream_checkpoint(
     dropped. With ``config.verify_sha256``, a shard's tensors are held back until its digest checks.
     """
     config = config or LoaderConfig.from_env()
-    dev = _resolve_device(device)
+    dev = check_device(device)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         checkpoint = location if isinstance(location, Checkpoint) else open_checkpoint(location, config, stack)
@@ -136,6 +131,7 @@ def _stream(
     if dev.type == "cpu" and config.direct_host_reads and config.map_local_files and isinstance(
         checkpoint.source, LocalSource
     ):
+        report.mapped = True
         for nbytes, name, tensor in stream_mapped(checkpoint, Path(checkpoint.source.root), config.verify_sha256):
             report.tensors += 1
             report.bytes += nbytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loader.errors import CheckpointFormatError
 from loader.sources.base import ObjectInfo, ObjectSource, PartialReadError
 from loader.sources.http import HttpSource
 from loader.sources.local import LocalSource
@@ -39,4 +40,10 @@ def open_source(
         return HttpSource(stripped, max_connections=max_connections), name
     if stripped.startswith("file://"):
         stripped = stripped[len("file://"):]
-    return LocalSource(Path(stripped or ".")), name
+    root = Path(stripped or ".")
+    if root.is_file():
+        raise CheckpointFormatError(
+            str(root), "a file that is neither .safetensors nor an index (.json): give a checkpoint directory, "
+            "a .safetensors file or its model.safetensors.index.json"
+        )
+    return LocalSource(root), name

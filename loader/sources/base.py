@@ -119,19 +119,27 @@ def object_size_from_content_range(content_range: str | None, fallback: int) -> 
     return int(match.group(3)) if match else int(fallback)
 
 
-# S3 error codes (an S3-compatible store names the error besides the HTTP status).
+# S3 error codes (an S3-compatible store names the error besides the HTTP status; the name wins).
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
-_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+                     "XAdminUserNotFound"}  # the last: versitygw's answer (a 404) to an unknown access key
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 _CHANGED_CODES = {"PreconditionFailed", "412"}
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "RequestTimeout"}
+CREDENTIALS_HINT = ("check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) "
+                    "and that they belong to this endpoint")
 
 
 def error_for_response(uri: str, status: int | None, text: str, code: str = "") -> SourceError:
-    """The error for a failed request: by HTTP `status`, and by the store's error `code` where it gives one."""
-    if code in _NOT_FOUND_CODES or status == 404:
+    """The error for a failed request: by the store's error `code` where it gives one, else by HTTP `status`."""
+    if code in _CREDENTIAL_CODES:
+        return AccessDeniedError(uri, f"the server rejected the credentials ({text}); {CREDENTIALS_HINT}")
+    if code in _NOT_FOUND_CODES or (status == 404 and not code):
         return ObjectNotFoundError(uri, f"object not found ({text})")
+    if status == 404 and code not in _DENIED_CODES:  # a 404 that names something other than the object
+        return SourceError(uri, f"the server answered 404 {text}")
     if code in _DENIED_CODES or status in (401, 403):
-        return AccessDeniedError(uri, f"access denied ({text})")
+        return AccessDeniedError(uri, f"access denied ({text}); {CREDENTIALS_HINT}")
     if code in _CHANGED_CODES or status == 412:
         return ObjectChangedError(uri, f"object changed while loading ({text})")
     if status is not None and (status >= 500 or status == 429) or code in _TRANSIENT_CODES:

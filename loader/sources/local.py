@@ -30,6 +30,10 @@ class LocalSource:
             return os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise ObjectNotFoundError(str(path), "no such file") from None
+        except NotADirectoryError:
+            raise ObjectNotFoundError(str(path), f"{self._dir} is not a directory") from None
+        except IsADirectoryError:
+            raise ObjectNotFoundError(str(path), "a directory, not a file") from None
         except PermissionError:
             raise AccessDeniedError(str(path), "permission denied") from None
 

@@ -15,8 +15,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from loader.errors import ObjectChangedError, SourceError, TransientSourceError
+from loader.errors import AccessDeniedError, ObjectChangedError, SourceError, TransientSourceError
 from loader.sources.base import (
+    CREDENTIALS_HINT,
     Cancelled,
     ObjectInfo,
     error_for_response,
@@ -80,6 +81,8 @@ class S3Source:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             text = f"{code or status}: {err.get('Message', '') or exc}"
             return error_for_response(uri, status, text, code)
+        if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+            return AccessDeniedError(uri, f"{exc}; {CREDENTIALS_HINT}")
         if isinstance(exc, botocore.exceptions.BotoCoreError | OSError):
             return TransientSourceError(uri, f"connection error: {exc!r}")
         return SourceError(uri, repr(exc))
@@ -106,6 +109,14 @@ class S3Source:
     def stat(self, name: str) -> ObjectInfo:
         try:
             resp = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except botocore.exceptions.ClientError as exc:
+            # A HEAD response has no body, so the store's reason for a refusal (InvalidAccessKeyId,
+            # SignatureDoesNotMatch...) is lost; a one-byte GET hears it. (A 404 is left alone: it is
+            # the common answer to probing for an index, and a listing follows that names the reason.)
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (400, 401, 403):
+                return self.head(name, 1)[1]
+            raise self._translate(name, exc) from exc
         except Exception as exc:
             raise self._translate(name, exc) from exc
         return ObjectInfo(int(resp["ContentLength"]), resp.get("ETag"))

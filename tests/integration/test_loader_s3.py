@@ -80,6 +80,20 @@ def test_access_denied(s3_env, s3_ckpt: str, monkeypatch: pytest.MonkeyPatch) ->
         load_checkpoint(s3_ckpt, "cpu", LoaderConfig())
 
 
+def test_an_unknown_access_key_is_reported_as_the_server_said_it(s3_env, s3_ckpt: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
+    # AWS answers 403 InvalidAccessKeyId; versitygw answers 404 XAdminUserNotFound: neither is "not found".
+    with pytest.raises(AccessDeniedError, match="InvalidAccessKeyId|XAdminUserNotFound") as raised:
+        load_checkpoint(s3_ckpt, "cpu", LoaderConfig())
+    assert "check the credentials" in str(raised.value) and "not found" not in str(raised.value)
+    pull = subprocess.run([sys.executable, "-m", "loader.cli", "pull", s3_ckpt, "--json"], capture_output=True,
+                          text=True, env={**os.environ}, timeout=120)
+    assert pull.returncode == 3
+    error = json.loads(pull.stdout)
+    assert "access key" in error["error"].lower() and "check the credentials" in error["error"]
+
+
 def test_missing_shard_on_s3(s3_env, s3_server, local_ckpt: Path) -> None:
     client = s3_server.client()
     for path in local_ckpt.iterdir():

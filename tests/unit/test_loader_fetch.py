@@ -197,3 +197,19 @@ def test_hedges_in_flight_never_exceed_the_cap(ckpt: Path) -> None:
     assert _same(got, ckpt)
     assert report.fetch.hedges >= 2  # the cap was reached
     assert source.most_hedges <= config.max_hedges
+
+
+@pytest.mark.parametrize(("status", "code", "kind", "words"), [
+    (403, "InvalidAccessKeyId", "AccessDeniedError", "check the credentials"),
+    (404, "XAdminUserNotFound", "AccessDeniedError", "check the credentials"),
+    (403, "SignatureDoesNotMatch", "AccessDeniedError", "rejected the credentials"),
+    (404, "NoSuchKey", "ObjectNotFoundError", "object not found"),
+    (404, "", "ObjectNotFoundError", "object not found"),
+    (404, "SomethingElse", "SourceError", "answered 404"),
+    (503, "SlowDown", "TransientSourceError", "server error"),
+])
+def test_the_servers_error_code_decides_the_error(status: int, code: str, kind: str, words: str) -> None:
+    from loader.sources.base import error_for_response
+
+    error = error_for_response("s3://b/k", status, f"{code}: message", code)
+    assert type(error).__name__ == kind and words in str(error) and "s3://b/k" in str(error)
