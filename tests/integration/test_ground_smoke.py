@@ -14,8 +14,11 @@ from tests.ground.load import burst
 pytestmark = pytest.mark.integration
 
 
-def _deployment(name: str, replicas: int, ready_after: str, gpus: int = 1) -> dict:
+def _deployment(name: str, replicas: int, ready_after: str, gpus: int = 1, nodes: list[str] | None = None) -> dict:
     labels = {"app": name}
+    # Other tests add GPU nodes to the same cluster: keep these pods on this test's own nodes.
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": list(nodes)}]}]}}} if nodes else None
     return {
         "metadata": {"name": name},
         "spec": {
@@ -23,7 +26,8 @@ def _deployment(name: str, replicas: int, ready_after: str, gpus: int = 1) -> di
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels, "annotations": {READY_DELAY_ANNOTATION: ready_after}},
-                "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:latest",
+                "spec": {"affinity": affinity,
+                         "containers": [{"name": "vllm", "image": "vllm/vllm-openai:latest",
                                          "resources": {"limits": {GPU_RESOURCE: str(gpus)} if gpus else {}}}]},
             },
         },
@@ -36,7 +40,7 @@ def test_gpu_deployment_is_scheduled_and_turns_ready_after_the_annotated_delay(k
     apps, core = kubernetes.client.AppsV1Api(client), kubernetes.client.CoreV1Api(client)
     name = f"tiny-{uuid.uuid4().hex[:6]}"
     created = time.monotonic()
-    apps.create_namespaced_deployment("default", _deployment(name, replicas=3, ready_after="4s"))
+    apps.create_namespaced_deployment("default", _deployment(name, replicas=3, ready_after="4s", nodes=nodes))
 
     running_at = ready_at = None
     deadline = time.monotonic() + 60
