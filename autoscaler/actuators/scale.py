@@ -2,6 +2,7 @@
 operator's own custom resource), with the object's resourceVersion and retries on conflict."""
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 
@@ -64,8 +65,13 @@ class ScaleClient:
         return plural
 
     def _call(self, path: str, method: str, body: dict | None = None) -> dict:
-        return self.api.call_api(path, method, header_params=dict(_JSON), body=body, response_type="object",
-                                 auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True)
+        _, url, headers, data, _ = self.api.param_serialize(method, path, header_params=dict(_JSON), body=body,
+                                                            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=data)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise kubernetes.client.ApiException(http_resp=response)
+        return json.loads(response.data)
 
     def read(self, ref: ScaleRef) -> Scale:
         return _scale(self._call(self._path(ref), "GET"))

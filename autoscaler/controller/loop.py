@@ -36,7 +36,8 @@ from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
 from autoscaler.controller.reflector import Reflector
 from autoscaler.controller.spec import ModelAutoscalerSpec, policy_kwargs, replica_capacity
-from autoscaler.controller.status import Condition, decision_record, merge_conditions, push_recent, rfc3339, scaling_limited
+from autoscaler.controller.status import (Condition, decision_record, decode_policy_state, encode_policy_state,
+                                          merge_conditions, push_recent, rfc3339, scaling_limited)
 from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
 from autoscaler.metrics.direct import DirectSensor
 from autoscaler.metrics.observe import Reading
@@ -248,14 +249,15 @@ class Controller:
             return model
         spec = ModelAutoscalerSpec.model_validate(obj.get("spec") or {})
         policy = make_policy("warmscale", replica_capacity(spec), **policy_kwargs(spec, self.config.interval_s))
-        state = (obj.get("status") or {}).get("policyState")
-        if model is not None and model.uid == meta["uid"] and hasattr(model.policy, "snapshot"):
-            state = model.policy.snapshot()          # a spec edit keeps what the policy has learnt
-        if state and hasattr(policy, "restore"):
-            try:
+        try:
+            if model is not None and model.uid == meta["uid"] and hasattr(model.policy, "snapshot"):
+                state = model.policy.snapshot()          # a spec edit keeps what the policy has learnt
+            else:
+                state = decode_policy_state((obj.get("status") or {}).get("policyState"))
+            if state and hasattr(policy, "restore"):
                 policy.restore(state)
-            except Exception as exc:  # noqa: BLE001 - a state that no longer fits: start fresh, say so
-                self._error(f"restore {key[0]}/{key[1]}", exc)
+        except Exception as exc:  # noqa: BLE001 - a state that no longer fits: start fresh, say so
+            self._error(f"restore {key[0]}/{key[1]}", exc)
         ref = spec.scale_target_ref
         new = _Model(uid=meta["uid"], generation=meta.get("generation", 0), spec=spec, policy=policy,
                      target=ScaleRef(ref.api_version, ref.kind, ref.name, key[0]))
@@ -408,7 +410,7 @@ class Controller:
         if model.last_scale_time:
             status["lastScaleTime"] = model.last_scale_time
         if hasattr(model.policy, "snapshot"):
-            status["policyState"] = model.policy.snapshot()
+            status["policyState"] = encode_policy_state(model.policy.snapshot())
             status["policyStateTime"] = rfc3339(now)
         self._patch_status(obj, status)
         model.written, model.status_at, model.recent, model.conditions = signature, now, recent, merged
@@ -458,7 +460,7 @@ class Controller:
             if obj is None:
                 continue
             try:
-                self._patch_status(obj, {"policyState": model.policy.snapshot(), "policyStateTime": rfc3339(now)})
+                self._patch_status(obj, {"policyState": encode_policy_state(model.policy.snapshot()), "policyStateTime": rfc3339(now)})
             except Exception as exc:  # noqa: BLE001
                 self._error("status", exc)
 

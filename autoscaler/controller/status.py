@@ -1,6 +1,7 @@
 """Status of a ModelAutoscaler: conditions and decision records, as the CRD's status schema has them."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -8,7 +9,8 @@ from typing import Any
 from autoscaler.contract import Decision, Reason
 from autoscaler.controller.crd import RECENT_DECISIONS
 
-__all__ = ["Condition", "rfc3339", "decision_record", "merge_conditions", "push_recent"]
+__all__ = ["Condition", "rfc3339", "decision_record", "merge_conditions", "push_recent", "encode_policy_state",
+           "decode_policy_state"]
 
 _BOUNDED = {Reason.BOUNDED_MAX.value, Reason.BOUNDED_MIN.value}
 
@@ -58,3 +60,26 @@ def scaling_limited(decision: Decision, limited_message: str | None, held_at: in
     if str(decision.reason) in _BOUNDED:
         return Condition("ScalingLimited", True, "BoundedByReplicaLimits", decision.detail)
     return Condition("ScalingLimited", False, "WithinLimits", "")
+
+
+def encode_policy_state(snapshot: dict[str, Any]) -> dict[str, str]:
+    """The policy's snapshot as status.policyState. Status is written by JSON merge patch, in which a
+    null deletes its key, and a snapshot holds nulls (a timer not started): so the snapshot travels
+    as JSON text."""
+    return {"encoding": "json", "data": json.dumps(snapshot, allow_nan=False, separators=(",", ":"))}
+
+
+def decode_policy_state(stored: Any) -> dict[str, Any] | None:
+    """status.policyState back to the policy's snapshot; None when there is none. Raises ValueError
+    naming what is wrong when it cannot be read."""
+    if not stored:
+        return None
+    if not isinstance(stored, dict) or stored.get("encoding") != "json" or not isinstance(stored.get("data"), str):
+        raise ValueError("status.policyState: expected {encoding: json, data: <JSON text>}")
+    try:
+        snapshot = json.loads(stored["data"])
+    except ValueError as exc:
+        raise ValueError(f"status.policyState.data is not JSON: {exc}") from exc
+    if not isinstance(snapshot, dict):
+        raise ValueError("status.policyState.data must hold a JSON object")
+    return snapshot
