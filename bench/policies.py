@@ -59,9 +59,9 @@ TARGET = 0.99
 RATIO_TARGET = 1.3
 SEEDS = 5
 TUNE_DAYS = (3, 6)             # ServeGen tuning windows: these days (1-based) ...
-TUNE_HOURS = (17, 19)          # ... at these hours
+TUNE_HOURS = (17.0, 18.0)      # ... at these hours
 SCORE_DAYS = (8, 9, 10)        # ServeGen scoring windows
-SCORE_HOURS = (17, 18)
+SCORE_HOURS = (17.0, 17.5)
 AZURE_SPLIT_S = 1800.0         # Azure: tune before, score after
 AZURE = ("azure-code", "azure-conv", "azure-conv-long")
 SERVEGEN = ("servegen-m-large", "servegen-m-mid", "servegen-m-small")
@@ -87,6 +87,10 @@ def windows(trace: str, phase: str) -> list[tuple[float | None, float | None]]:
         return [(None, AZURE_SPLIT_S)] if phase == "tune" else [(AZURE_SPLIT_S, None)]
     days, (h0, h1) = (TUNE_DAYS, TUNE_HOURS) if phase == "tune" else (SCORE_DAYS, SCORE_HOURS)
     return [((d - 1) * DAY + h0 * H, (d - 1) * DAY + h1 * H) for d in days]
+
+
+def _hhmm(h: float) -> str:
+    return f"{int(h):02d}:{int(round((h % 1) * 60)):02d}"
 
 
 @lru_cache(maxsize=None)
@@ -264,6 +268,8 @@ def score(pool, traces, tuned: dict, seeds: int, t0) -> list[dict]:
         for seed in range(seeds):
             for i, win in enumerate(windows(trace, "score")):
                 for pol, st, label in entries:
+                    if seed > 0 and pol in ("static", "oracle"):
+                        continue   # references, not contenders: one seed keeps the run inside its time budget
                     keep = seed == 0 and i == 0 and (label.startswith("best") or pol in ("warmscale", "oracle"))
                     jobs.append({"trace": trace, "window": win, "seed": seed, "policy": pol, "settings": st,
                                  "label": label, "keep": keep})
@@ -317,6 +323,8 @@ def table_md(labels: dict, order: list[str]) -> list[str]:
         if s is None:
             continue
         flag = "" if s["attainment"]["median"] >= TARGET else " **<99 %**"
+        if s["policy"] in PEERS and s["scale_events"]["max"] == 0:
+            lab = f"{lab} (never scaled: held the starting fleet)"
         ratio = s["gpu_hours"]["median"] / s["bound_gpu_hours"]["median"] if s["bound_gpu_hours"]["median"] else math.nan
         bb = f"{s['budget_bound_seeds']}/{s['seeds']}" + (" (budget-bound)" if s["budget_bound_seeds"] else "")
         md.append(f"| {lab} | {_pct(s['attainment'])}{flag} | {_num(s['misses'], '{:,.0f}')} of "
@@ -348,9 +356,10 @@ def write_reports(traces, tuned, score_rows, seeds, wall, args) -> None:
           "*unattainable*, counted apart; attainment is over the attainable ones, dropped ones count as misses.",
           "",
           f"**Scored on held-out data only**: the Azure traces' last 30 min; ServeGen days "
-          f"{', '.join(map(str, SCORE_DAYS))}, {SCORE_HOURS[0]}:00-{SCORE_HOURS[1]}:00 each (windows pooled). "
+          f"{', '.join(map(str, SCORE_DAYS))}, {_hhmm(SCORE_HOURS[0])}-{_hhmm(SCORE_HOURS[1])} each (windows pooled). "
           f"Peers' best settings and every warmscale default come from tuning data only: Azure's first 30 min, "
-          f"ServeGen days {', '.join(map(str, TUNE_DAYS))} {TUNE_HOURS[0]}:00-{TUNE_HOURS[1]}:00 (inside days 1-7). "
+          f"ServeGen days {', '.join(map(str, TUNE_DAYS))} {_hhmm(TUNE_HOURS[0])}-{_hhmm(TUNE_HOURS[1])} (inside days 1-7). "
+          f"`static` and `oracle` run on seed 0 only. "
           f"{seeds} seeds per run; median (min-max). GPU budget = 2 x the peak of the clairvoyant plan at 80 % "
           "of the sustainable rate (= 2 x static); runs whose fleet reached it are marked budget-bound. "
           "`x bound` = GPU-h / the exact optimum (autoscaler/sim/oracle.py: fewest GPU-h keeping Ready capacity "
@@ -406,6 +415,16 @@ def write_reports(traces, tuned, score_rows, seeds, wall, args) -> None:
         rm = "-" if v["ratio_met"] is None else ("met" if v["ratio_met"] else "MISSED")
         md.append(f"| {trace} | {'met' if v['slo_met'] else 'MISSED'} | {'yes' if v['beats_peers_at_target'] else 'no'} | "
                   f"{v['ratio_to_bound']:.2f} ({rm}) |")
+    md += ["", "What limits the ratio to the bound: the bound keeps Ready capacity at exactly each 10 s step's "
+           "need at 100 % of the sustainable rate, and that plan, replayed, reaches "
+           "(`oracle` rows) " + ", ".join(f"{t} {summary[t]['oracle']['attainment']['median'] * 100:.2f} %"
+                                          for t in verdicts if "oracle" in summary[t]) + ": short of 99 % on the Azure traces, just above "
+           "it on ServeGen with a thin margin on the strict SLO; a fleet needs a margin for bursts inside a step. `static` (the peak of the clairvoyant plan at 80 %, all the time) costs "
+           + ", ".join(f"{t} {summary[t]['static']['gpu_hours']['median'] / summary[t]['static']['bound_gpu_hours']['median']:.2f} x"
+                       for t in verdicts if "static" in summary[t]) + " the bound on these 30-min windows. "
+           "A run that never scaled holds the fleet every run starts with (the first minute's need at 80 %, "
+           "sized by the simulator from the trace itself), so on a short window it is a clairvoyant static fleet.",
+           ""]
     (RESULTS / "policies.md").write_text("\n".join(md) + "\n")
     out["rows"] = [{k: v for k, v in r.items() if k != "result"} for r in score_rows]
     (RESULTS / "policies.json").write_text(json.dumps(out, indent=1, default=str))

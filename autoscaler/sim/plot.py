@@ -67,6 +67,7 @@ def plot_frontier(tuning: dict, scored: dict, path: str | Path, target: float = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.* below)
 
     colors = {"warmscale": "#1f77b4", "hpa-cpu": "#8c564b", "keda": "#d62728", "knative": "#2ca02c",
               "aibrix": "#9467bd", "static": "#7f7f7f", "oracle": "#000000"}
@@ -100,6 +101,10 @@ def plot_frontier(tuning: dict, scored: dict, path: str | Path, target: float = 
     ax.axhline(target, color="#444444", ls="--", lw=0.8)
     ax.axvline(1.0, color="#000000", ls=":", lw=0.8)
     ax.set_yscale("logit")   # 50 %, 90 %, 99 %, 99.9 % evenly spaced: the shortfall near the target shows
+    ticks = [0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{t * 100:g} %" for t in ticks]))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("GPU-hours / exact optimum (the bound)")
     ax.set_ylabel("SLO attainment (logit scale)")
     ax.legend(fontsize=7, loc="lower right")
