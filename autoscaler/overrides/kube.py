@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -179,6 +180,8 @@ class KubeAuditLog:
         self.api = kubernetes.client.CustomObjectsApi(api_client)
         self.events = kubernetes.client.CoreV1Api(api_client)
         self.reporter = reporter
+        # Events are posted off the request path: the audit record is the durable trail, an Event a convenience
+        self._events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="override-events")
 
     def record(self, entry: AuditEntry) -> AuditEntry:
         name = _audit_name(entry.time.timestamp())
@@ -191,7 +194,7 @@ class KubeAuditLog:
                         "previous": json.dumps(entry.previous) if entry.previous is not None else "",
                         "current": json.dumps(entry.current) if entry.current is not None else ""}}
         call(self.api.create_namespaced_custom_object, GROUP, VERSION, entry.namespace, AUDIT_PLURAL, obj)
-        self._event(entry)
+        self._events.submit(self._event, entry)
         return entry.model_copy(update={"id": f"{entry.namespace}/{name}"})
 
     def remove(self, entry_id: str) -> None:
