@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# the demo's engine: the test ground's arguments in float32 (see autoscaler/local/demo.py for why)
+from autoscaler.local.demo import ENGINE_ARGS, ENGINE_ENV
 
 
 def write_config(path: Path, **top) -> Path:
@@ -15,9 +16,7 @@ def write_config(path: Path, **top) -> Path:
 
 
 def model_entry(model_dir: Path | str, **fields) -> dict:
-    from tests.ground.vllm import DEFAULT_ARGS
-
-    entry = {"name": "tiny", "model": str(model_dir), "args": list(DEFAULT_ARGS), "env": dict(ENGINE_ENV),
+    entry = {"name": "tiny", "model": str(model_dir), "args": list(ENGINE_ARGS), "env": dict(ENGINE_ENV),
              "min_replicas": 0, "max_replicas": 1, "capacity": {"profile": "tiny-llama-cpu"}}
     entry.update(fields)
     return entry

@@ -1,0 +1,174 @@
+"""`warmscale local` over real vLLM CPU engines (the tiny model): hold at zero, the hold bound, a killed
+engine replaced, a burst scaled up, a scale-down that loses no stream, back down after the burst.
+
+One runner for the module (each engine start costs ~40-90 s on a 2-core machine); the tests run in
+file order and each leaves the fleet as the next expects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from autoscaler.local.config import load_config
+from autoscaler.local.runner import LocalRunner
+from tests.local.conftest import model_entry, write_config
+
+pytestmark = pytest.mark.integration
+
+START_S = 300   # an engine start on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    settings = {"interval_s": 1, "stable_window_s": 20, "panic_window_s": 4, "rate_window_s": 10,
+                "idle_grace_s": 900, "burst_hold_s": 0, "scale_down_period_s": 0}
+    cfg = write_config(tmp / "local.yaml", state_dir="state", router={"port": 0, "hold": {"max_held": 2,
+                       "max_wait_s": START_S, "retry_after_s": 5}},
+                       models=[model_entry(tiny_model_dir, max_replicas=2, drain_timeout_s=120,
+                                           policy={"settings": settings})])
+    r = LocalRunner(load_config(cfg))
+    r.open()
+    r.start()
+    yield r
+    r.stop(drain_s=10)
+
+
+def _wait(what, predicate, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _counts(r):
+    return r.models["tiny"].supervisor.counts()
+
+
+def _complete(r, max_tokens=8, timeout_s=START_S + 60):
+    return httpx.post(f"{r.router_url}/v1/completions", timeout=timeout_s,
+                      json={"model": "tiny", "prompt": [5, 6, 7, 8], "max_tokens": max_tokens, "ignore_eos": True,
+                            "temperature": 0.0})
+
+
+def _stream(r, max_tokens: int, prompt_len: int = 64) -> dict:
+    body = {"model": "tiny", "prompt": list(range(3, 3 + prompt_len)), "max_tokens": max_tokens, "stream": True,
+            "ignore_eos": True, "temperature": 0.0, "stream_options": {"include_usage": True}}
+    usage, done = None, False
+    with httpx.stream("POST", f"{r.router_url}/v1/completions", json=body, timeout=START_S) as resp:
+        status = resp.status_code
+        for line in resp.iter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: ") and json.loads(line[6:]).get("usage"):
+                usage = json.loads(line[6:])["usage"]
+    return {"status": status, "done": done, "tokens": usage and usage["completion_tokens"]}
+
+
+def test_scaled_to_zero_holds_first_requests_and_rejects_past_the_bound(runner):
+    assert _counts(runner)["ready"] == 0 and _counts(runner)["starting"] == 0
+    with ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(_complete, runner) for _ in range(2)]
+        _wait("two held requests", lambda: runner.router.held("tiny") == 2, 30)
+        t0 = time.monotonic()
+        third = _complete(runner)
+        rejected_in = time.monotonic() - t0
+        answers = [f.result() for f in held]
+    assert third.status_code == 503 and third.headers["retry-after"] == "5" and rejected_in < 2
+    assert "max_held 2" in third.json()["error"]["message"]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert all(a.json()["usage"]["completion_tokens"] == 8 for a in answers)
+    assert runner.router.arrivals_total("tiny") == 3
+    reasons = [d.reason for d in runner.state.decisions("tiny", 1000)]
+    assert "activate_from_zero" in reasons
+
+
+def _settle_at_one(sup):
+    """One Ready engine and nothing else (held requests may have ordered a second one; the stable
+    window takes it back, a starting one first)."""
+    _wait("one engine, Ready, and no other", lambda: sup.desired == 1 and len(sup.engines) == 1
+          and len(sup.ready()) == 1, START_S)
+
+
+def test_killed_engine_is_detected_and_replaced(runner):
+    sup = runner.models["tiny"].supervisor
+    _settle_at_one(sup)
+    victim = sup.ready()[0]
+    before = set(sup.engines)
+    restarts = sup.restarts
+    os.killpg(victim.pid, signal.SIGKILL)
+    _wait("the crash counted", lambda: sup.restarts == restarts + 1, 30)
+    # replaced in the same round: a new engine starts at once
+    assert victim.id not in sup.engines and len(sup.engines) == 1
+    _wait("a replacement ready", lambda: any(e.id not in before for e in sup.ready()), START_S)
+    assert _complete(runner).status_code == 200
+    assert runner.state.restarts("tiny") == restarts + 1
+    assert [e["engine"] for e in runner.state.events("tiny", "engine_crashed")] == [victim.id]
+
+
+def test_burst_orders_a_second_engine_and_idle_takes_it_back(runner):
+    sup = runner.models["tiny"].supervisor
+    _settle_at_one(sup)
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            _stream(runner, max_tokens=64, prompt_len=256)
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(load) for _ in range(8)]
+        try:
+            _wait("a second engine ordered and started", lambda: sup.desired == 2 and len(sup.engines) == 2, 120)
+        finally:
+            stop.set()
+        for f in futures:
+            f.result()
+    ups = [d for d in runner.state.decisions("tiny", 5000) if d.desired == 2 and d.current == 1]
+    assert ups and max(ups[-1].explain.need.values()) > 1.0, ups[-1]
+    # idle again: back to one engine after the stable window (20 s here); a starting engine goes first
+    _wait("back down to one engine", lambda: sup.desired == 1 and len(sup.engines) == 1, 180)
+    downs = [d for d in runner.state.decisions("tiny", 5000) if d.desired < d.current]
+    assert downs and str(downs[0].reason) == "scale_down_stable"
+
+
+def _pin(runner, name: str, replicas: int):
+    from autoscaler.contract import OverrideKind
+    from autoscaler.overrides import ScalingOverride
+
+    now = datetime.now(timezone.utc)
+    runner._overrides[0].create(ScalingOverride(
+        namespace="default", name=name, target="tiny", kind=OverrideKind.PIN, replicas=replicas,
+        expires_at=now + timedelta(minutes=10), reason=f"test: pin {replicas}", author="test", created_at=now))
+
+
+def test_scale_down_loses_no_streamed_request(runner):
+    sup = runner.models["tiny"].supervisor
+    _pin(runner, "pin-two", 2)
+    _wait("two ready engines", lambda: len(sup.ready()) == 2, START_S)
+    runner._overrides[0].delete("default", "pin-two")
+    streaming_since = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        streams = [pool.submit(_stream, runner, 1500) for _ in range(8)]
+        _wait("streams on both engines", lambda: all(runner.router.inflight(e.id) > 0 for e in sup.ready()), 60)
+        _pin(runner, "pin-one", 1)
+        _wait("one engine draining", lambda: _counts(runner)["draining"] == 1, 30)
+        results = [f.result() for f in streams]
+    assert all(r["status"] == 200 and r["done"] and r["tokens"] == 1500 for r in results), results
+    _wait("the drained engine stopped", lambda: len(sup.engines) == 1, 120)
+    drained = runner.state.events("tiny", "engine_stopping")
+    assert drained and drained[-1]["drained"] is True
+    # the scale-down came while the streams ran (the pin orders it, unless the policy's own stable
+    # window got there first)
+    downs = [d for d in runner.state.decisions("tiny", 5000) if d.time >= streaming_since and d.desired < d.current]
+    assert downs and {str(d.reason) for d in downs} <= {"override_pin", "scale_down_stable"}, downs
+    runner._overrides[0].delete("default", "pin-one")
