@@ -2,8 +2,10 @@
 so objects stay plain dicts or the small tuples a `transform` makes of them."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +49,7 @@ class Reflector:
         self._stop.set()
         response = self._response
         if response is not None:
-            response.close()
+            _interrupt(response)
         self._thread.join(timeout=5)
 
     def items(self) -> list[Any]:
@@ -115,3 +117,16 @@ class Reflector:
 def _key(obj: dict) -> tuple[str, str]:
     meta = obj.get("metadata", {})
     return meta.get("namespace", ""), meta.get("name", "")
+
+
+def _interrupt(response) -> None:
+    """Wake the thread blocked reading a watch stream. Closing the response from here would wait
+    for that read (the socket's lock) until the watch times out; shutting the socket down ends the
+    read at once, and the reading thread releases the connection itself."""
+    connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        response.close()
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
