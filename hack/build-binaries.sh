@@ -43,6 +43,8 @@ build_all() {
   REPLACES="" build_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok \
     "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
   REPLACES="" build_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw
+  REPLACES="" build_tool toxiproxy-server "$TOXIPROXY_VERSION" github.com/Shopify/toxiproxy/v2 \
+    github.com/Shopify/toxiproxy/v2/cmd/server "-X github.com/Shopify/toxiproxy/v2.Version=$TOXIPROXY_VERSION"
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   local kldflags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitTreeState=clean"
   local replaces=""
