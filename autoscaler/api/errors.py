@@ -18,7 +18,7 @@ _CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "no
           409: "conflict", 422: "invalid_field", 503: "unavailable"}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": _CODES[status].replace("_", " ")}
-    for status in (401, 403, 404, 409, 422, 503)
+    for status in (400, 401, 403, 404, 409, 422, 503)
 }
 
 
