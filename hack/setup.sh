@@ -58,7 +58,7 @@ install_prometheus() {
 
 binaries() {
   local t=$SECONDS
-  step "Go-built binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, versitygw)"
+  step "Go-built binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, versitygw, toxiproxy)"
   WARMSCALE_CACHE="$CACHE" bash "$ROOT/hack/build-binaries.sh"
   elapsed $t
 }
