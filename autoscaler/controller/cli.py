@@ -28,6 +28,10 @@ def register(subparsers) -> None:
     p.add_argument("--interval", type=float, default=5.0, help="seconds between ticks (default 5)")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
     p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz (0: any)")
+    p.add_argument("--api-host", default="0.0.0.0", help="address of the overrides REST API")
+    p.add_argument("--api-port", type=int,
+                   help="serve the overrides REST API on this port (0: any free port; default: not served; "
+                        "the shipped Deployment uses 8081)")
     p.add_argument("--identity", help="this replica's name in the Lease (default: hostname-pid; POD_NAME in a pod)")
     p.add_argument("--lease-namespace", help="namespace of the Lease (default: --namespace, else warmscale-system)")
     p.add_argument("--lease-name", default="warmscale-controller")
@@ -104,10 +108,28 @@ def run(args) -> int:
         print(f"warmscale controller: cannot serve metrics on {config.metrics_host}:{config.metrics_port}: {exc}",
               file=sys.stderr)
         return EXIT_CONFIG
-    print(f"warmscale controller {config.identity}: metrics on port {controller.metrics_port}", flush=True)
+    try:
+        api = _start_api(args, client, controller)
+    except OSError as exc:
+        controller.stop()
+        print(f"warmscale controller: cannot serve the API on {args.api_host}:{args.api_port}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    where = f", API on port {api.port}" if api is not None else ""
+    print(f"warmscale controller {config.identity}: metrics on port {controller.metrics_port}{where}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
+    if api is not None:
+        api.stop()
     controller.stop()
     return EXIT_OK
+
+
+def _start_api(args, client, controller):
+    """The overrides REST API beside the controller: every replica serves it; only the leader's janitor deletes."""
+    if args.api_port is None:
+        return None
+    from autoscaler.api.cluster import ClusterApi
+    return ClusterApi(client, controller.autoscalers, controller.elector.is_leader,
+                      host=args.api_host, port=args.api_port).start()

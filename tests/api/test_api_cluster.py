@@ -192,3 +192,36 @@ def test_override_expires_on_time_and_across_a_restart(ground):
                  "the restarted controller writes status")
         decision = ground.last_decision("qwen")
         assert (decision["desired"], decision["explain"].get("override")) == (held, None)
+
+
+def test_warmscale_controller_command_serves_the_api_on_its_port(ground, tmp_path):
+    """`warmscale controller --api-port` serves the same API beside the control loop, and stops cleanly."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    kubeconfig = ground.cluster.write_kubeconfig(tmp_path / "admin.kubeconfig")
+    proc = subprocess.Popen([sys.executable, "-m", "autoscaler.controller", "--kubeconfig", str(kubeconfig),
+                             "--namespace", ground.namespace, "--lease-namespace", ground.namespace,
+                             "--lease-name", "cli-api", "--dry-run", "--metrics-host", "127.0.0.1",
+                             "--metrics-port", "0", "--api-host", "127.0.0.1", "--api-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while (port := re.search(r"API on port (\d+)", lines[-1] if lines else "")) is None:
+            line = proc.stdout.readline()
+            assert line, "the controller exited before serving the API:\n" + "".join(lines)
+            lines.append(line)
+        url = f"http://127.0.0.1:{port.group(1)}/v1/namespaces/{ground.namespace}/autoscalers/llama"
+        assert httpx.get(url).status_code == 401
+        wait_for(lambda: httpx.get(url, headers=bearer(ground.viewer_token)).status_code == 200, 30,
+                 "the command's API sees the ModelAutoscaler")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(90)    # output past the banner is not read: the logs of 90 s fit the pipe
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
