@@ -294,6 +294,7 @@ class DemoRun:
     timeline: dict
     changes: list[dict]
     restarts: int
+    engine_start_s: list[float] = field(default_factory=list)   # process start -> Ready, each engine
     wall_s: float = 0.0
     peak_rss: int = 0
 
@@ -358,13 +359,14 @@ def run_demo(replay: Replay, max_engines: int, quiet_max_s: float, seed: int = 0
                 pass
         finally:
             view_box["view"].close()
+            starts = [e["start_s"] for e in runner.state.events(MODEL, "engine_ready")]
             runner.stop(drain_s=30)
         restarts = sup.restarts
     if runner.failed:
         raise DemoError(runner.failed, EXIT_ENGINE)
     if load.failure:
         raise DemoError(load.failure, 1)
-    run = DemoRun(replay, load, timeline, changes, restarts, peak_rss=peak.peak)
+    run = DemoRun(replay, load, timeline, changes, restarts, starts, peak_rss=peak.peak)
     run.wall_s = time.monotonic() - wall0
     return run
 

@@ -52,7 +52,7 @@ def live_summary(run: DemoRun) -> dict:
             "scale_ups": len(ups), "scale_downs": len(run.changes) - len(ups),
             "starts_from_zero": sum(c["current"] == 0 for c in ups),
             "returned_from_zero": _returned_from_zero(run.timeline), "quiet_s": run.load.quiet_s,
-            "restarts": run.restarts, "wall_s": run.wall_s, "peak_rss_gib": run.peak_rss / 2**30}
+            "restarts": run.restarts, "engine_start_s": run.engine_start_s, "wall_s": run.wall_s, "peak_rss_gib": run.peak_rss / 2**30}
 
 
 def simulate_same_requests(run: DemoRun, profile, max_engines: int) -> dict:
@@ -64,7 +64,8 @@ def simulate_same_requests(run: DemoRun, profile, max_engines: int) -> dict:
     r = run.replay
     order = np.concatenate((np.flatnonzero(~r.second), np.flatnonzero(r.second)))[:len(run.load.sent)]
     arrival = np.array([s.sent_s for s in run.load.sent], dtype=np.float64)
-    end = float(arrival.max()) + 1.0 if arrival.size else 1.0
+    # the same window as the live run's (which ends when the last answer has streamed)
+    end = max(float(arrival.max()) + 1.0 if arrival.size else 1.0, max(run.timeline["t"], default=0.0))
     w = Workload(r.trace, MODEL, arrival, r.prompt[order], r.output[order], 0.0, end, r.rate_factor * r.compress,
                  "requests", r.trace, [r.describe()])
     policy = make_policy("warmscale", profile.to_capacity(), **POLICY, min_replicas=0, max_replicas=max_engines)
@@ -82,6 +83,7 @@ def write_report(out: Path, run: DemoRun, profile, max_engines: int) -> dict:
     simulated["engine_seconds"] = sim["gpu_hours"] * 3600 / profile.gpus_per_replica
     summary = {"replay": run.replay.to_dict(), "live": live, "simulated": simulated, "policy": POLICY,
                "hold": HOLD, "max_engines": max_engines, "profile": profile.name,
+               "profile_cold_start_s": profile.cold_start.total_s,
                "decisions": run.changes, "timeline": run.timeline, "sim_timeline": sim["timeline"],
                "files": {"report": str(out / "report.md"), "plot": str(out / "demo.png")}}
     (out / "demo.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
@@ -122,6 +124,10 @@ def _plot(path: Path, run: DemoRun, sim_tl: dict) -> None:
     plt.close(fig)
 
 
+def _starts(xs: list[float]) -> str:
+    return ", ".join(f"{x:.0f} s" for x in xs) or "-"
+
+
 def _s(x) -> str:
     return "-" if x is None else f"{x:.2f} s"
 
@@ -142,12 +148,14 @@ def _markdown(summary: dict) -> str:
              f"| peak engines | {live['peak_engines']} | {sim['peak_replicas']} |",
              f"| scale-ups / scale-downs | {live['scale_ups']} / {live['scale_downs']} | "
              f"{sim['scale_up_events']} / {sim['scale_down_events']} |",
+             f"| engine start (process to Ready) | {_starts(live['engine_start_s'])} | "
+             f"{summary['profile_cold_start_s']:.0f} s |",
              f"| engine restarts | {live['restarts']} | - |", "",
              f"Live wall time {live['wall_s']:.0f} s; peak memory of the process tree (router, control loop, "
              f"engines, load generator) {live['peak_rss_gib']:.2f} GiB.", "",
              "TTFT is measured by the load generator from sending to the first streamed token, holds for a cold "
-             "start included. The simulator models an idle engine of the profile: on a shared CPU the live engines "
-             "run slower, so their queues and TTFT run higher.", "",
+             "start included. The simulator models an idle machine with the profile's engine: on a shared CPU the "
+             "live engines start and run slower, so their holds, queues and TTFT run longer.", "",
              "Scaling decisions that changed the count (seconds since the replay started):", ""]
     lines += [f"- {d['t']:.0f} s: {d['current']} -> {d['desired']}, {d['reason']} ({d['detail']})"
               for d in summary["decisions"]]

@@ -65,6 +65,7 @@ def test_short_demo_scales_from_zero_serves_everything_and_reports(tmp_path, tin
     assert live["requests"] == summary["replay"]["requests"] > 0
     assert live["served"] == live["requests"] and live["rejected_503"] == 0 and live["failed"] == 0
     assert live["peak_engines"] == 1 and live["starts_from_zero"] == 1 and live["restarts"] == 0
+    assert len(live["engine_start_s"]) == 1 and live["engine_start_s"][0] > 0
     assert summary["decisions"][0]["current"] == 0 and summary["decisions"][0]["reason"] == "activate_from_zero"
     assert live["ttft_p50_s"] > 0 and live["engine_seconds"] > 0 and live["peak_rss_gib"] > 0
     assert sim["requests"] == live["requests"] and sim["completed"] == live["requests"]
