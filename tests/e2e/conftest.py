@@ -136,11 +136,5 @@ def condition(obj: dict, kind: str) -> dict | None:
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise TimeoutError(f"{what}: not within {timeout_s} s (last: {last!r})")
+    from tests.api.cluster import wait_for as poll
+    return poll(predicate, timeout_s, what, interval_s)
