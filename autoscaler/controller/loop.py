@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
 from autoscaler.metrics.direct import DirectSensor
 from autoscaler.metrics.observe import Reading
 from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
+from autoscaler.metrics.scrape import Scraper
 from autoscaler.policy.overrides import apply_overrides
 from autoscaler.policy.registry import make_policy
 
@@ -68,7 +70,7 @@ class ControllerConfig:
     prometheus_url: str | None = None
     metrics_url_template: str | None = None  # direct scrapes: e.g. http://127.0.0.1:9000/pods/{name}/metrics
     workers: int = 8
-    state_every_s: float = 30.0              # the policy snapshot in status is refreshed at least this often
+    state_every_s: float = 300.0             # the policy snapshot in status is refreshed at least this often
     scale_reread_s: float = 30.0             # the target's scale is re-read this often (someone else may change it)
 
 
@@ -126,6 +128,8 @@ class Controller:
                                      config.identity, config.lease_s, config.renew_deadline_s, config.retry_s,
                                      on_error=self._error, on_change=self._leadership_changed)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="model")
+        # one client and pool for every model's direct scrapes (one per model costs ~1 MB each)
+        self._scraper = Scraper(timeout_s=min(1.0, config.interval_s), max_workers=max(16, 2 * config.workers))
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._probe: ProbeServer | None = None
         self.ticks = 0
@@ -170,9 +174,7 @@ class Controller:
         for reflector in (self.autoscalers, self.pods, self.overrides):
             reflector.stop()
         self._pool.shutdown(wait=True)
-        for model in self._models.values():
-            if model.sensor:
-                model.sensor.close()
+        self._scraper.close()
         if self._probe:
             self._probe.stop()
 
@@ -220,17 +222,12 @@ class Controller:
     def _reset_models(self) -> None:
         self._epoch_seen = self._epoch
         with self._models_lock:
-            for model in self._models.values():
-                if model.sensor:
-                    model.sensor.close()
             self._models = {}
 
     def _forget(self, key: tuple[str, str]) -> None:
         with self._models_lock:
             model = self._models.pop(key, None)
         if model:
-            if model.sensor:
-                model.sensor.close()
             self.metrics.forget((*key, model.spec.model))
 
     def _tick_guarded(self, obj: dict, index: PodIndex, overrides: dict, now: float) -> None:
@@ -264,8 +261,6 @@ class Controller:
         if model is not None and model.uid == meta["uid"]:
             new.scale, new.scale_read_at, new.recent = model.scale, model.scale_read_at, model.recent
             new.conditions, new.last_scale_time = model.conditions, model.last_scale_time
-            if model.sensor:
-                model.sensor.close()
         else:
             status = obj.get("status") or {}
             new.recent = list(status.get("recentDecisions") or [])
@@ -273,7 +268,7 @@ class Controller:
             new.last_scale_time = status.get("lastScaleTime")
         if spec.metrics.source == "direct":
             resolver = self._resolver or PodIPResolver(spec.metrics.port, spec.metrics.path)
-            new.sensor = DirectSensor(spec.model, resolver, timeout_s=min(1.0, self.config.interval_s))
+            new.sensor = DirectSensor(spec.model, resolver, scraper=self._scraper)
         with self._models_lock:
             self._models[key] = new
         return new
@@ -361,7 +356,7 @@ class Controller:
     def _running_by_pod(self, model: _Model, fleet: FleetCount) -> dict[str, float | None]:
         if model.sensor is not None:
             targets = {p.name: model.sensor.resolver.metrics_url(p.ref) for p in fleet.ready}
-            results = model.sensor.scraper.scrape({k: v for k, v in targets.items() if v})
+            results = self._scraper.scrape({k: v for k, v in targets.items() if v}, model=model.spec.model)
             return {n: (r.sample.running if r.sample else None) for n, r in results.items()}
         if self.config.prometheus_url is None:
             return {}
@@ -413,6 +408,8 @@ class Controller:
             status["policyState"] = encode_policy_state(model.policy.snapshot())
             status["policyStateTime"] = rfc3339(now)
         self._patch_status(obj, status)
+        if model.written is None:   # spread the models' periodic refreshes over the period, not one tick
+            now -= zlib.crc32(obj["metadata"]["uid"].encode()) % 1000 / 1000 * self.config.state_every_s
         model.written, model.status_at, model.recent, model.conditions = signature, now, recent, merged
 
     def _patch_status(self, obj: dict, status: dict) -> None:

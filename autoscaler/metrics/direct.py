@@ -13,15 +13,17 @@ __all__ = ["DirectSensor"]
 class DirectSensor:
     """One model's direct-scrape sensor. `observe(now, ready_pods, loading)` scrapes every Ready
     pod's URL from `resolver` in parallel (and `router_url`, if given) and returns a `Reading`.
-    Times are `time.time()` seconds; pass `now` on the same clock."""
+    Times are `time.time()` seconds; pass `now` on the same clock. A `scraper` passed in is shared
+    (the caller closes it); otherwise the sensor owns one."""
 
     def __init__(self, model: str, resolver: PodResolver, rate_window_s: float = 60.0, timeout_s: float = 1.0,
-                 router_url: str | None = None):
+                 router_url: str | None = None, scraper: Scraper | None = None):
         self.model = model
         self.resolver = resolver
         self.router_url = router_url
         self.builder = ObservationBuilder(model, rate_window_s)
-        self.scraper = Scraper(timeout_s=timeout_s, model=model)
+        self._owns_scraper = scraper is None
+        self.scraper = scraper or Scraper(timeout_s=timeout_s, model=model)
 
     def observe(self, now: float, ready_pods: Sequence[PodRef], loading_replicas: int) -> Reading:
         targets, errors = {}, {}
@@ -33,7 +35,7 @@ class DirectSensor:
                 targets[pod.name] = url
         if self.router_url:
             targets["\0router"] = self.router_url
-        results = self.scraper.scrape(targets)
+        results = self.scraper.scrape(targets, model=self.model)
         router_result = results.pop("\0router", None)
         samples = {pod: r.sample for pod, r in results.items() if r.sample is not None}
         errors.update({pod: r.error or "no sample" for pod, r in results.items() if r.sample is None})
@@ -45,4 +47,5 @@ class DirectSensor:
         return reading
 
     def close(self) -> None:
-        self.scraper.close()
+        if self._owns_scraper:
+            self.scraper.close()

@@ -54,6 +54,19 @@ class EngineSample:
     held: float | None = None                # router gauge (warmscale_router_held_requests)
 
 
+# the series a sample reads; an engine exposes ~10x more lines, and parsing is most of a scrape's cost
+_READ = (NUM_REQUESTS_WAITING, NUM_REQUESTS_RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_LEGACY, PROMPT_TOKENS,
+         GENERATION_TOKENS, REQUEST_SUCCESS, NUM_PREEMPTIONS, TIME_TO_FIRST_TOKEN, ROUTER_ARRIVALS, ROUTER_HELD_REQUESTS)
+_READ_PREFIXES = tuple(_READ) + tuple(f"# {kind} {name}" for kind in ("TYPE", "HELP") for name in _READ)
+
+
+def _read_lines(text: str) -> str:
+    """The lines of `text` that belong to the series a sample reads (their HELP and TYPE included);
+    all of it when none does, so that a page that is not exposition text at all is still reported."""
+    kept = "\n".join(line for line in text.splitlines() if line.startswith(_READ_PREFIXES))
+    return kept or text
+
+
 def _collect(text: str, labels: Mapping[str, str]) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Sample name -> [(labels, value)] for the samples whose labels include `labels`."""
     by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
@@ -93,6 +106,7 @@ def parse_metrics(text: str, time: float, model: str | None = None,
     """Parse exposition `text` scraped at `time`. With `model`, keep only vLLM series whose
     `model_name` is it and router series whose `model` is it; `labels` narrows further (e.g. a pod)."""
     extra = dict(labels or {})
+    text = _read_lines(text)
     engine = _collect(text, {**extra, **({MODEL_LABEL: model} if model else {})})
     router = engine if model is None else _collect(text, {**extra, ROUTER_MODEL_LABEL: model})
     kv = _mean(engine, KV_CACHE_USAGE)
@@ -127,7 +141,9 @@ class Scraper:
     """Scrapes many `/metrics` URLs at once (a thread per target, one pooled httpx client).
 
     `scrape({target: url})` returns `{target: ScrapeResult}`; it never raises for a dead target.
-    The clock (`time.time` by default) stamps each sample when its response arrived.
+    The clock (`time.time` by default) stamps each sample when its response arrived. One Scraper
+    may serve many models (a controller shares one: a client and its pool cost ~1 MB each):
+    `scrape(targets, model=...)` names the model whose series to keep.
     """
 
     def __init__(self, timeout_s: float = 1.0, model: str | None = None, max_workers: int = 16,
@@ -139,7 +155,7 @@ class Scraper:
         self._client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_connections=max_workers))
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="scrape")
 
-    def scrape_one(self, target: str, url: str) -> ScrapeResult:
+    def scrape_one(self, target: str, url: str, model: str | None = None) -> ScrapeResult:
         try:
             response = self._client.get(url)
         except httpx.HTTPError as exc:
@@ -148,12 +164,12 @@ class Scraper:
         if response.status_code != 200:
             return ScrapeResult(target, url, None, f"scrape of {url} answered HTTP {response.status_code}")
         try:
-            return ScrapeResult(target, url, parse_metrics(response.text, stamp, self.model))
+            return ScrapeResult(target, url, parse_metrics(response.text, stamp, model or self.model))
         except MetricsParseError as exc:
             return ScrapeResult(target, url, None, f"scrape of {url}: {exc}")
 
-    def scrape(self, targets: Mapping[str, str]) -> dict[str, ScrapeResult]:
-        futures = {t: self._pool.submit(self.scrape_one, t, url) for t, url in targets.items()}
+    def scrape(self, targets: Mapping[str, str], model: str | None = None) -> dict[str, ScrapeResult]:
+        futures = {t: self._pool.submit(self.scrape_one, t, url, model) for t, url in targets.items()}
         return {t: f.result() for t, f in futures.items()}
 
     def close(self) -> None:

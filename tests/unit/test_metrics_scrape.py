@@ -192,3 +192,28 @@ def test_template_resolver_rejects_a_bad_template(template, message):
 
     with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
         TemplateResolver(template)
+
+
+def test_series_the_sample_does_not_read_change_nothing():
+    noise = "".join(f"# TYPE vllm:other_{i} histogram\nvllm:other_{i}_bucket{{le=\"1\",model_name=\"a\"}} {i}\n"
+                    for i in range(200))
+    assert parse_metrics(noise + TWO_MODELS + "python_gc_objects_collected_total 9\n", 1.0, "a") == \
+        parse_metrics(TWO_MODELS, 1.0, "a")
+
+
+def test_one_scraper_serves_many_models_and_a_sensor_leaves_a_shared_one_open():
+    from autoscaler.metrics.direct import DirectSensor
+
+    server = _serve(lambda: (200, TWO_MODELS))
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    pod = PodRef("p", "ns", "10.0.0.1")
+    try:
+        with Scraper(timeout_s=2) as shared:
+            a = DirectSensor("a", MappingResolver({"p": url}), scraper=shared)
+            b = DirectSensor("b", MappingResolver({"p": url}), scraper=shared)
+            assert a.observe(10.0, [pod], 0).observation.waiting_requests == 5.0
+            assert b.observe(10.0, [pod], 0).observation.waiting_requests == 7.0
+            a.close()
+            assert b.observe(11.0, [pod], 0).observation.waiting_requests == 7.0
+    finally:
+        server.shutdown()
