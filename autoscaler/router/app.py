@@ -61,7 +61,9 @@ class Router:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, keepalive_timeout=30)
+        # idle connections are dropped before the engine's server drops them (uvicorn: 5 s), so a request
+        # is never sent on a connection the engine is closing (a ServerDisconnectedError, a 502)
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, keepalive_timeout=4)
         self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ from tests.local.conftest import model_entry, write_config
 pytestmark = pytest.mark.integration
 
 START_S = 300   # an engine start on a busy 2-core machine
+LONG_STREAM = 1900  # tokens: a generation that fills most of the context (2048)
 
 
 @pytest.fixture(scope="module")
@@ -116,24 +117,36 @@ def test_killed_engine_is_detected_and_replaced(runner):
     assert [e["engine"] for e in runner.state.events("tiny", "engine_crashed")] == [victim.id]
 
 
-@pytest.mark.xfail(reason="known failure on an unloaded 2-core machine: the tiny engine keeps up with this burst, so no second engine is ordered; open in issue 11", strict=False)
+def _keep_streaming(runner, clients: int, max_tokens: int, stop: threading.Event) -> list:
+    """`clients` clients, each streaming one long generation after another until `stop`; returns
+    their futures' results (every stream's outcome). Long generations keep max_num_seqs busy and a
+    queue behind them however fast the machine is."""
+    def client():
+        outcomes = []
+        while not stop.is_set():
+            outcomes.append(_stream(runner, max_tokens=max_tokens))
+        return outcomes
+
+    pool = ThreadPoolExecutor(clients)
+    return pool, [pool.submit(client) for _ in range(clients)]
+
+
+@pytest.mark.xfail(reason="seen once: one of ~40 long streams answered 502 by the router while the second engine "
+                          "started; cause not yet confirmed (suspected: a reused upstream connection the engine had "
+                          "closed); open in issue 11", strict=False)
 def test_burst_orders_a_second_engine_and_idle_takes_it_back(runner):
     sup = runner.models["tiny"].supervisor
     _settle_at_one(sup)
     stop = threading.Event()
-
-    def load():
-        while not stop.is_set():
-            _stream(runner, max_tokens=64, prompt_len=256)
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(load) for _ in range(8)]
-        try:
-            _wait("a second engine ordered and started", lambda: sup.desired == 2 and len(sup.engines) == 2, 120)
-        finally:
-            stop.set()
-        for f in futures:
-            f.result()
+    # twice max_num_seqs (4) in flight: 4 running, 4 waiting behind generations of ~2k tokens
+    pool, clients = _keep_streaming(runner, 8, LONG_STREAM, stop)
+    try:
+        _wait("a second engine ordered and started", lambda: sup.desired == 2 and len(sup.engines) == 2, 120)
+    finally:
+        stop.set()
+        outcomes = [o for f in clients for o in f.result()]
+        pool.shutdown()
+    assert outcomes and all(o["status"] == 200 and o["done"] for o in outcomes)
     ups = [d for d in runner.state.decisions("tiny", 5000) if d.desired == 2 and d.current == 1]
     assert ups and max(ups[-1].explain.need.values()) > 1.0, ups[-1]
     # idle again: back to one engine after the stable window (20 s here); a starting engine goes first
@@ -152,25 +165,36 @@ def _pin(runner, name: str, replicas: int):
         expires_at=now + timedelta(minutes=10), reason=f"test: pin {replicas}", author="test", created_at=now))
 
 
-@pytest.mark.xfail(reason="known failure: depends on the burst test leaving recent 2-engine recommendations; open in issue 11", strict=False)
+def _events_since(runner, kind: str, since: float) -> list[dict]:
+    return [e for e in runner.state.events("tiny", kind) if e["time"] >= since]
+
+
+@pytest.mark.xfail(reason="not yet passed end to end on this machine since its rework; open in issue 11",
+                   strict=False)
 def test_scale_down_loses_no_streamed_request(runner):
     sup = runner.models["tiny"].supervisor
     _pin(runner, "pin-two", 2)
     _wait("two ready engines", lambda: len(sup.ready()) == 2, START_S)
-    runner._overrides[0].delete("default", "pin-two")
-    streaming_since = time.time()
-    with ThreadPoolExecutor(8) as pool:
-        streams = [pool.submit(_stream, runner, 1500) for _ in range(8)]
+    stop = threading.Event()
+    streaming_from = time.time()    # pin-two holds two engines from here until pin-one replaces it
+    pool, clients = _keep_streaming(runner, 8, LONG_STREAM, stop)
+    try:
         _wait("streams on both engines", lambda: all(runner.router.inflight(e.id) > 0 for e in sup.ready()), 60)
+        ordered_at = time.time()
+        runner._overrides[0].delete("default", "pin-two")
         _pin(runner, "pin-one", 1)
-        _wait("one engine draining", lambda: _counts(runner)["draining"] == 1, 30)
-        results = [f.result() for f in streams]
-    assert all(r["status"] == 200 and r["done"] and r["tokens"] == 1500 for r in results), results
+        _wait("one engine draining", lambda: _events_since(runner, "engine_draining", ordered_at), 30)
+    finally:
+        stop.set()
+        outcomes = [o for f in clients for o in f.result()]
+        pool.shutdown()
+    # every stream, those on the drained engine included, ran to its end
+    assert all(o["status"] == 200 and o["done"] and o["tokens"] == LONG_STREAM for o in outcomes), outcomes
     _wait("the drained engine stopped", lambda: len(sup.engines) == 1, 120)
-    drained = runner.state.events("tiny", "engine_stopping")
-    assert drained and drained[-1]["drained"] is True
-    # the scale-down came while the streams ran (the pin orders it, unless the policy's own stable
-    # window got there first)
-    downs = [d for d in runner.state.decisions("tiny", 5000) if d.time >= streaming_since and d.desired < d.current]
-    assert downs and {str(d.reason) for d in downs} <= {"override_pin", "scale_down_stable"}, downs
+    draining = _events_since(runner, "engine_draining", ordered_at)
+    stopping = _events_since(runner, "engine_stopping", ordered_at)
+    assert draining[0]["inflight"] > 0, draining       # it had streams to finish
+    assert stopping and stopping[-1]["engine"] == draining[0]["engine"] and stopping[-1]["drained"] is True
+    downs = [d for d in runner.state.decisions("tiny", 5000) if d.time >= streaming_from and d.desired < d.current]
+    assert downs and str(downs[0].reason) == "override_pin", downs
     runner._overrides[0].delete("default", "pin-one")
