@@ -139,8 +139,13 @@ class Router:
 
     async def _forward(self, path: str, body: bytes, headers: dict[str, str], stream: bool, model: str,
                        endpoints: Sequence[Endpoint]) -> Response:
-        """Send to the least-loaded engine; an engine that refuses the connection is skipped once."""
+        """Send to the least-loaded engine; an engine that refuses the connection is skipped once.
+
+        A kept-alive connection the engine closed just as the request went out fails before any
+        answer (ServerDisconnectedError); the engine never read that request, so it is sent once more.
+        """
         tried: set[str] = set()
+        resent = False
         while True:
             candidates = [ep for ep in endpoints if ep.id not in tried]
             if not candidates:
@@ -154,6 +159,13 @@ class Router:
                 self.loads.finished(endpoint.id)
                 tried.add(endpoint.id)
                 endpoints = self.source.ready(model) or endpoints
+                continue
+            except aiohttp.ServerDisconnectedError:
+                self.loads.finished(endpoint.id)
+                if resent:
+                    return _error(502, f"model {model!r}: engine {endpoint.id} closed the connection twice",
+                                  "BadGateway")
+                resent = True
                 continue
             except aiohttp.ClientError as exc:
                 self.loads.finished(endpoint.id)

@@ -66,17 +66,26 @@ def test_each_connection_gets_the_rate_and_latency_asked_for(s3_server, shaped, 
 
 def test_the_loader_hedges_past_stalled_connections(s3_server, shaped, ckpt_on_s3,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half the connections stall. Toxiproxy draws that per connection, so a hedge can itself land
+    on a stalled one and lose, and now and then a whole load has no winning hedge; across three
+    loads a hedge that never wins is a broken hedge, not bad luck."""
     toxi, endpoint = shaped
     toxi.shape("s3", Shape(RATE_KB_S * 10, latency_ms=5, stall_share=0.5, stall_ms=2000))
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     location, directory = ckpt_on_s3
-    report = LoadReport(location=location)
-    config = LoaderConfig(endpoint_url=endpoint, range_bytes=256 * 1024, memory_limit_bytes=4 << 20, concurrency=8,
-                          hedge_min_s=0.3)
-    got = load_checkpoint(location, "cpu", config, report=report)
     want: dict[str, torch.Tensor] = {}
     for path in sorted(directory.glob("*.safetensors")):
         want.update(load_file(path))
-    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-    assert report.fetch.hedges > 0 and report.fetch.hedge_wins > 0
+    config = LoaderConfig(endpoint_url=endpoint, range_bytes=256 * 1024, memory_limit_bytes=4 << 20, concurrency=8,
+                          hedge_min_s=0.3)
+    hedges = hedge_wins = 0
+    for _ in range(3):
+        report = LoadReport(location=location)
+        got = load_checkpoint(location, "cpu", config, report=report)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        hedges += report.fetch.hedges
+        hedge_wins += report.fetch.hedge_wins
+        if hedge_wins:
+            break
+    assert hedges > 0 and hedge_wins > 0

@@ -65,15 +65,17 @@ def _complete(r, max_tokens=8, timeout_s=START_S + 60):
 def _stream(r, max_tokens: int, prompt_len: int = 64) -> dict:
     body = {"model": "tiny", "prompt": list(range(3, 3 + prompt_len)), "max_tokens": max_tokens, "stream": True,
             "ignore_eos": True, "temperature": 0.0, "stream_options": {"include_usage": True}}
-    usage, done = None, False
+    usage, done, error = None, False, None
     with httpx.stream("POST", f"{r.router_url}/v1/completions", json=body, timeout=START_S) as resp:
         status = resp.status_code
+        if status != 200:
+            error = resp.read().decode(errors="replace")[:500]
         for line in resp.iter_lines():
             if line == "data: [DONE]":
                 done = True
             elif line.startswith("data: ") and json.loads(line[6:]).get("usage"):
                 usage = json.loads(line[6:])["usage"]
-    return {"status": status, "done": done, "tokens": usage and usage["completion_tokens"]}
+    return {"status": status, "done": done, "tokens": usage and usage["completion_tokens"], "error": error}
 
 
 def test_scaled_to_zero_holds_first_requests_and_rejects_past_the_bound(runner):
@@ -146,7 +148,7 @@ def test_burst_orders_a_second_engine_and_idle_takes_it_back(runner):
         stop.set()
         outcomes = [o for f in clients for o in f.result()]
         pool.shutdown()
-    assert outcomes and all(o["status"] == 200 and o["done"] for o in outcomes)
+    assert outcomes and all(o["status"] == 200 and o["done"] for o in outcomes), [o for o in outcomes if o["error"]]
     ups = [d for d in runner.state.decisions("tiny", 5000) if d.desired == 2 and d.current == 1]
     assert ups and max(ups[-1].explain.need.values()) > 1.0, ups[-1]
     # idle again: back to one engine after the stable window (20 s here); a starting engine goes first

@@ -219,3 +219,52 @@ def test_a_port_in_use_is_an_error_naming_it():
             bind_socket("127.0.0.1", port)
     finally:
         taken.close()
+
+
+class _ClosingUpstream:
+    """A loopback HTTP upstream that closes the first `closes` connections as soon as a request
+    arrives (a kept-alive connection the engine dropped), then answers 200."""
+
+    def __init__(self, closes: int):
+        import socket
+        import threading
+
+        self.closes, self.requests = closes, 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        body = b'{"choices": [{"text": "ok"}]}'
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                if not conn.recv(65536):
+                    continue
+                self.requests += 1
+                if self.requests <= self.closes:
+                    continue
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.mark.parametrize("closes, status", [(1, 200), (2, 502)])
+def test_a_connection_closed_before_any_answer_is_sent_once_more(closes, status):
+    upstream = _ClosingUpstream(closes)
+    router = Router(StaticEndpoints({"m": [upstream.url]}))
+    try:
+        with ThreadedServer(build_app(router), bind_socket("127.0.0.1", 0)) as rs:
+            answer = httpx.post(rs.url + "/v1/completions", json={"model": "m"}, timeout=10)
+    finally:
+        upstream.close()
+    assert answer.status_code == status
+    assert upstream.requests == 2      # sent once more, never a third time
+    if status == 502:
+        assert "closed the connection twice" in answer.json()["error"]["message"]
+    assert router.inflight("m/0") == 0
