@@ -217,3 +217,48 @@ def test_one_scraper_serves_many_models_and_a_sensor_leaves_a_shared_one_open():
             assert b.observe(11.0, [pod], 0).observation.waiting_requests == 7.0
     finally:
         server.shutdown()
+
+
+TRICKY = TWO_MODELS + """\
+vllm:num_requests_waiting{model_name="c",path="a\\"b,c}d",engine="0"} 2 1700000000000
+vllm:num_requests_waiting{ model_name = "c" , engine="1\\\\",} 3.5e0
+vllm:num_requests_running{model_name="c",note="line\\nbreak"} +Inf
+vllm:num_requests_running 6
+vllm:kv_cache_usage_perc{model_name="c"}   -0.0
+"""
+
+
+@pytest.mark.parametrize("model", [None, "a", "b", "c"])
+def test_fast_parser_reads_what_the_general_parser_reads(model):
+    """The controller's own line parser against prometheus_client's on the same text: same
+    samples, labels (escapes, commas and braces inside values) and values for every series read."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from autoscaler.metrics.scrape import _READ, _parse_lines, _select
+
+    general: dict = {}
+    for family in text_string_to_metric_families(TRICKY):
+        for s in family.samples:
+            if s.name.startswith(_READ):
+                general.setdefault(s.name, []).append((s.labels, float(s.value)))
+    want = {"model_name": model} if model else {}
+    expected = {n: [(lbl, v) for lbl, v in rows if all(lbl.get(k) == x for k, x in want.items())]
+                for n, rows in general.items()}
+    assert _select(_parse_lines(TRICKY), want) == {n: rows for n, rows in expected.items() if rows}
+
+
+@pytest.mark.parametrize("line", [
+    'vllm:num_requests_waiting{model_name="a"} three',
+    'vllm:num_requests_waiting{model_name="a} 3',
+    'vllm:num_requests_waiting{model_name="a",} 3 4 5',
+    'vllm:num_requests_waiting{model_name="a"}',
+])
+def test_fast_parser_rejects_a_broken_line_of_a_series_it_reads(line):
+    with pytest.raises(MetricsParseError, match="not Prometheus text format"):
+        parse_metrics(line + "\n", time=0.0, model="a")
+
+
+def test_a_page_without_any_series_read_is_still_checked():
+    assert parse_metrics("# HELP x y\nx_total 3\n", time=0.0).waiting is None
+    with pytest.raises(MetricsParseError, match="not Prometheus text format"):
+        parse_metrics("<html><body>login</body></html>\n", time=0.0)
