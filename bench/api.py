@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
@@ -65,13 +66,19 @@ def _serve(mode: str, conf: dict, port_queue) -> None:
 
         from autoscaler.api.auth import KubeAuth
         from autoscaler.overrides.kube import KubeAuditLog, KubeOverrideStore
+        from autoscaler.overrides.watch import OverrideWatch
         config = kubernetes.client.Configuration()
         config.host, config.ssl_ca_cert = conf["server"], conf["ca_file"]
         config.api_key = {"authorization": f"Bearer {conf['token']}"}
         config.connection_pool_maxsize = 64
         client = kubernetes.client.ApiClient(config)
-        store, audit, auth = KubeOverrideStore(client), KubeAuditLog(client), KubeAuth(client)
+        # as ClusterApi serves it: overrides read from a watch of the objects, writes to the API server
+        watch = OverrideWatch(client).start()
+        if not watch.wait_synced(30):
+            raise RuntimeError("the override watch did not list within 30 s")
+        store, audit, auth = KubeOverrideStore(client, watch=watch), KubeAuditLog(client), KubeAuth(client)
     sock = bind_socket("127.0.0.1", 0)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # as ClusterApi does
     port_queue.put(sock.getsockname()[1])
     app = create_app(store, audit, status, auth, title="bench")
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")).run(sockets=[sock])
@@ -121,6 +128,19 @@ async def _load(url: str, token: str, clients: int, per_client: int, request) ->
 
     await asyncio.gather(*(client(c) for c in range(clients)))
     return latencies
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(pid: int, run) -> tuple[list[float], float]:
+    """Latencies of `run()` and the server's CPU milliseconds per request over it (its service time)."""
+    before = _cpu_s(pid)
+    latencies = run()
+    return latencies, 1000 * (_cpu_s(pid) - before) / max(1, len(latencies))
 
 
 def _ms(latencies: list[float]) -> dict:
@@ -193,24 +213,30 @@ def bench_mode(mode: str, conf: dict, args) -> dict:
         read_path = f"/v1/overrides?namespace={NAMESPACE}"
         rows: dict[str, dict[str, list[float]]] = {}
 
-        def record(name: str, latencies: list[float]) -> None:
+        def record(name: str, measured: tuple[list[float], float] | list[float]) -> None:
+            latencies, cpu_ms = measured if isinstance(measured, tuple) else (measured, None)
             stats = _ms(latencies)
-            for key in ("p50_ms", "p99_ms"):
-                rows.setdefault(name, {}).setdefault(key, []).append(stats[key])
+            if cpu_ms is not None:
+                stats["server_cpu_ms_per_request"] = cpu_ms
+            for key, value in stats.items():
+                if key != "requests":
+                    rows.setdefault(name, {}).setdefault(key, []).append(value)
+
+        def load(clients: int, per_client: int, request) -> tuple[list[float], float]:
+            return _measured(proc.pid, lambda: asyncio.run(_load(url, token, clients, per_client, request)))
 
         for run in range(args.runs):
-            record("reads_one_client", asyncio.run(_load(url, token, 1, args.readers * args.reads_per_client // 10,
-                                                         lambda c, i: ("GET", read_path, None))))
-            record("reads_healthz_baseline", asyncio.run(_load(url, token, args.readers, args.reads_per_client,
-                                                               lambda c, i: ("GET", "/healthz", None))))
-            record("reads", asyncio.run(_load(url, token, args.readers, args.reads_per_client,
-                                              lambda c, i: ("GET", read_path, None))))
-            record("writes_healthz_baseline", asyncio.run(_load(url, token, args.writers, args.writes_per_client,
-                                                                lambda c, i: ("GET", "/healthz", None))))
+            record("reads_one_client", load(1, args.readers * args.reads_per_client // 10,
+                                            lambda c, i: ("GET", read_path, None)))
+            record("reads_healthz_baseline", load(args.readers, args.reads_per_client,
+                                                  lambda c, i: ("GET", "/healthz", None)))
+            record("reads", load(args.readers, args.reads_per_client, lambda c, i: ("GET", read_path, None)))
+            record("writes_healthz_baseline", load(args.writers, args.writes_per_client,
+                                                   lambda c, i: ("GET", "/healthz", None)))
             tag = uuid.uuid4().hex[:6]
-            record("writes", asyncio.run(_load(url, token, args.writers, args.writes_per_client,
-                                               lambda c, i: ("POST", f"/v1/namespaces/{NAMESPACE}/overrides",
-                                                             _body(f"w-{tag}-{c}-{i}")))))
+            record("writes", load(args.writers, args.writes_per_client,
+                                  lambda c, i: ("POST", f"/v1/namespaces/{NAMESPACE}/overrides",
+                                                _body(f"w-{tag}-{c}-{i}"))))
             if mode == "kube":
                 record("writes_api_server_create_baseline", _kube_creates(conf, args.writers, args.writes_per_client))
             _delete_all(url, conf, mode, keep=set(present))
@@ -262,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writers", type=int, default=10)
     ap.add_argument("--writes-per-client", type=int, default=10)
     ap.add_argument("--out", type=Path, default=RESULTS / "api")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="an earlier results JSON (e.g. `git show HEAD:bench/results/api.json`): shown beside this run")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -278,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = bench_mode(mode, conf, args)
     results["how"]["load_average_after"] = _load_average()
     results["how"]["wall_s"] = round(time.time() - t0, 1)
+    if args.compare is not None:
+        earlier = json.loads(args.compare.read_text())
+        results["earlier"] = {k: v for k, v in earlier.items() if k != "earlier"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(render(results))
@@ -289,6 +320,15 @@ def _f(s: dict) -> str:
     return f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
 
 
+_ROWS = (("reads_one_client", ""), ("reads_healthz_baseline", ""), ("reads", f"<= {READ_P99_TARGET_MS:g}"),
+         ("writes_healthz_baseline", ""), ("writes_api_server_create_baseline", ""),
+         ("writes", f"<= {WRITE_P99_TARGET_MS:g}"))
+
+
+def _cpu(row: dict) -> str:
+    return _f(row["server_cpu_ms_per_request"]) if "server_cpu_ms_per_request" in row else "-"
+
+
 def render(results: dict) -> str:
     how = results["how"]
     lines = ["# Overrides API latency (bench/api.py)", "",
@@ -296,25 +336,46 @@ def render(results: dict) -> str:
              f"after {how['load_average_after']}; {how['runs']} runs, {how['wall_s']} s.",
              f"Reads: {how['readers']} concurrent clients x {how['reads_per_client']} GET /v1/overrides "
              f"({how['overrides_present']} present). Writes: {how['writers']} clients x {how['writes_per_client']} POST. "
-             "Milliseconds, median over runs (min-max).", "",
-             "| backend | measurement | p50 ms | p99 ms | target p99 | p99 / baseline |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "Milliseconds, median over runs (min-max). Server CPU: the API process's CPU time (all threads) over "
+             "the measurement divided by its requests, its service time whatever the queueing.", "",
+             "| backend | measurement | p50 ms | p99 ms | server CPU ms / request | target p99 | p99 / baseline |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for mode in ("sqlite", "kube"):
         if mode not in results:
             continue
         r = results[mode]
-        for name, target in (("reads_one_client", ""), ("reads_healthz_baseline", ""), ("reads", f"<= {READ_P99_TARGET_MS:g}"),
-                             ("writes_healthz_baseline", ""), ("writes_api_server_create_baseline", ""),
-                             ("writes", f"<= {WRITE_P99_TARGET_MS:g}")):
+        for name, target in _ROWS:
             if name not in r:
                 continue
             row = r[name]
             ratio = f"{row['ratio_p99_to_baseline']:.1f}x" if "ratio_p99_to_baseline" in row else ""
             verdict = f"{target} ({'met' if row.get('meets_target') else 'NOT met'})" if target else ""
-            lines.append(f"| {mode} | {name} | {_f(row['p50_ms'])} | {_f(row['p99_ms'])} | {verdict} | {ratio} |")
+            lines.append(f"| {mode} | {name} | {_f(row['p50_ms'])} | {_f(row['p99_ms'])} | {_cpu(row)} | {verdict} "
+                         f"| {ratio} |")
     lines += ["", "Baselines: reads against GET /healthz at the same concurrency (no auth, no store); writes in "
               "kube mode against the API server's own create of the same object from the same number of threads. "
               "reads_one_client: the same read from a single client (service time without queueing).", ""]
+    earlier = results.get("earlier")
+    if earlier:
+        eh = earlier["how"]
+        lines += ["## Against the earlier results", "",
+                  f"Earlier: `{eh['command']}`, load average before {eh['load_average_before']}, after "
+                  f"{eh['load_average_after']}. Medians over runs; p99 / baseline as above.", "",
+                  "| backend | measurement | p50 ms before | p50 ms now | p99 ms before | p99 ms now "
+                  "| p99 / baseline before | p99 / baseline now |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for mode in ("sqlite", "kube"):
+            if mode not in results or mode not in earlier:
+                continue
+            for name, _ in _ROWS:
+                if name not in results[mode] or name not in earlier[mode]:
+                    continue
+                a, b = earlier[mode][name], results[mode][name]
+                ra = f"{a['ratio_p99_to_baseline']:.1f}x" if "ratio_p99_to_baseline" in a else ""
+                rb = f"{b['ratio_p99_to_baseline']:.1f}x" if "ratio_p99_to_baseline" in b else ""
+                lines.append(f"| {mode} | {name} | {a['p50_ms']['median']:.1f} | {b['p50_ms']['median']:.1f} "
+                             f"| {a['p99_ms']['median']:.1f} | {b['p99_ms']['median']:.1f} | {ra} | {rb} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -14,7 +14,10 @@ from typing import Protocol, runtime_checkable
 
 from autoscaler.overrides.model import GROUP
 
-__all__ = ["User", "Auth", "KubeAuth", "StaticTokenAuth", "ROLE_VERBS", "TokenFileError"]
+__all__ = ["User", "Auth", "KubeAuth", "StaticTokenAuth", "ROLE_VERBS", "TokenFileError", "MISS"]
+
+MISS = object()
+"""What a `peek_*` method returns when it would have to block (ask the API server) to answer."""
 
 # The verbs each shipped ClusterRole grants on the API's resources (manifests/rbac/override-*.yaml).
 ROLE_VERBS = {
@@ -39,6 +42,10 @@ class Auth(Protocol):
     def authorize(self, user: User, verb: str, resource: str, namespace: str | None) -> bool:
         """May `user` do `verb` on `resource` (in `namespace`; None = all namespaces)? Raises Unavailable."""
 
+    # Optional, for the API's event loop: `peek_authenticate(token)` and `peek_authorize(user, verb,
+    # resource, namespace)` answer as above without blocking, or return MISS when answering would
+    # block; the API then calls the blocking method on a worker thread.
+
 
 class _TtlCache:
     """Bounded, thread-safe cache of recent answers (as kube-rbac-proxy and the API server's
@@ -48,6 +55,13 @@ class _TtlCache:
         self.ttl_s, self.size, self.clock = ttl_s, size, clock
         self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+
+    def peek(self, key):
+        """The cached answer, or MISS (never blocks on anything but this cache's own lock)."""
+        now = self.clock()
+        with self._lock:
+            hit = self._data.get(key)
+        return hit[1] if hit is not None and hit[0] > now else MISS
 
     def get_or(self, key, compute):
         now = self.clock()
@@ -79,6 +93,9 @@ class KubeAuth:
         digest = hashlib.sha256(token.encode()).hexdigest()
         return self._tokens.get_or(digest, lambda: self._review_token(token))
 
+    def peek_authenticate(self, token: str):
+        return self._tokens.peek(hashlib.sha256(token.encode()).hexdigest())
+
     def _review_token(self, token: str) -> User | None:
         from autoscaler.overrides.kube import call
         spec = {"token": token, **({"audiences": self.audiences} if self.audiences else {})}
@@ -93,6 +110,9 @@ class KubeAuth:
     def authorize(self, user: User, verb: str, resource: str, namespace: str | None) -> bool:
         key = (user, verb, resource, namespace or "")
         return self._decisions.get_or(key, lambda: self._review_access(user, verb, resource, namespace))
+
+    def peek_authorize(self, user: User, verb: str, resource: str, namespace: str | None):
+        return self._decisions.peek((user, verb, resource, namespace or ""))
 
     def _review_access(self, user: User, verb: str, resource: str, namespace: str | None) -> bool:
         from autoscaler.overrides.kube import call
@@ -146,3 +166,7 @@ class StaticTokenAuth:
     def authorize(self, user: User, verb: str, resource: str, namespace: str | None) -> bool:
         roles = [g.removeprefix("warmscale:") for g in user.groups if g.startswith("warmscale:")]
         return any(verb in ROLE_VERBS.get(role, ()) for role in roles)
+
+    # in memory: never blocks
+    peek_authenticate = authenticate
+    peek_authorize = authorize

@@ -13,11 +13,12 @@ The controller wires it with three arguments it has: its ApiClient, its ModelAut
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI
 
@@ -26,6 +27,9 @@ from autoscaler.api.status import AutoscalerState
 from autoscaler.contract import Decision, DecisionExplain, DemandForecast, Reason
 from autoscaler.overrides.janitor import delete_expired
 from autoscaler.overrides.store import AuditLog, OverrideStore
+
+if TYPE_CHECKING:
+    from autoscaler.overrides.watch import OverrideWatch
 
 __all__ = ["ObjectCache", "ModelAutoscalerStatus", "cluster_app", "ClusterApi"]
 
@@ -103,11 +107,12 @@ class ModelAutoscalerStatus:
 
 
 def cluster_app(api_client: Any, cache: ObjectCache, clock: Callable[[], float] = time.time,
-                **options: Any) -> tuple[FastAPI, OverrideStore, AuditLog]:
-    """The app on the Kubernetes backends; returns the stores too (the janitor uses them)."""
+                watch: OverrideWatch | None = None, **options: Any) -> tuple[FastAPI, OverrideStore, AuditLog]:
+    """The app on the Kubernetes backends; returns the stores too (the janitor uses them). With a
+    `watch` (started by the caller), overrides are read from it rather than from the API server."""
     from autoscaler.api.auth import KubeAuth
     from autoscaler.overrides.kube import KubeAuditLog, KubeOverrideStore
-    store, audit = KubeOverrideStore(api_client), KubeAuditLog(api_client)
+    store, audit = KubeOverrideStore(api_client, watch=watch), KubeAuditLog(api_client)
     app = create_app(store, audit, ModelAutoscalerStatus(cache), KubeAuth(api_client), clock=clock,
                      title="warmscale controller", **options)
     return app, store, audit
@@ -115,14 +120,25 @@ def cluster_app(api_client: Any, cache: ObjectCache, clock: Callable[[], float] 
 
 class ClusterApi:
     """Serves the cluster app on host:port (0 = any free port) and, while `is_leader()`, removes
-    expired overrides every `janitor_every_s` (expiry itself never waits for it)."""
+    expired overrides every `janitor_every_s` (expiry itself never waits for it).
+
+    Overrides are read from a watch of the ScalingOverride objects (`override_watch`, or one this
+    object starts and stops, cluster-wide, as `api_client`); while it is down, from the API server."""
 
     def __init__(self, api_client: Any, cache: ObjectCache, is_leader: Callable[[], bool],
                  host: str = "0.0.0.0", port: int = 8081, janitor_every_s: float = 5.0,
-                 clock: Callable[[], float] = time.time, **options: Any) -> None:
+                 clock: Callable[[], float] = time.time, override_watch: OverrideWatch | None = None,
+                 **options: Any) -> None:
+        from autoscaler.overrides.watch import OverrideWatch
         from autoscaler.router.server import ThreadedServer, bind_socket
-        self.app, self.store, self.audit = cluster_app(api_client, cache, clock=clock, **options)
-        self._server = ThreadedServer(self.app, bind_socket(host, port), name="api")
+        self._own_watch = override_watch is None
+        self.watch = override_watch if override_watch is not None else OverrideWatch(api_client)
+        self.app, self.store, self.audit = cluster_app(api_client, cache, clock=clock, watch=self.watch, **options)
+        sock = bind_socket(host, port)
+        # accepted connections inherit it: without it (asyncio's loop, not uvloop) a response written
+        # in two parts waits for the client's delayed ACK, 40 ms a request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server = ThreadedServer(self.app, sock, name="api")
         self._is_leader, self._clock, self._every_s = is_leader, clock, janitor_every_s
         self._stop = threading.Event()
         self._janitor = threading.Thread(target=self._sweep, name="override-janitor", daemon=True)
@@ -136,6 +152,8 @@ class ClusterApi:
         return self._server.url
 
     def start(self) -> ClusterApi:
+        if self._own_watch:
+            self.watch.start()
         self._server.start()
         self._janitor.start()
         return self
@@ -144,6 +162,8 @@ class ClusterApi:
         self._stop.set()
         self._janitor.join(timeout=10)
         self._server.stop()
+        if self._own_watch:
+            self.watch.stop()
 
     def sweep_once(self) -> list[str]:
         """Remove the expired overrides now (leader only); returns 'namespace/name' of each removed."""

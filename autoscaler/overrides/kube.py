@@ -8,7 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -19,6 +19,9 @@ from autoscaler.overrides.errors import Conflict, FieldError, NotFound, Unavaila
 from autoscaler.overrides.model import (AUDIT_KIND, AUDIT_PLURAL, GROUP, KIND, PLURAL, VERSION, AuditEntry,
                                         ScalingOverride, Schedule, format_duration, parse_duration, utc)
 from autoscaler.overrides.store import ActiveSpecsMixin
+
+if TYPE_CHECKING:
+    from autoscaler.overrides.watch import OverrideWatch
 
 __all__ = ["KubeOverrideStore", "KubeAuditLog", "to_object", "from_object", "specs_from_objects"]
 
@@ -116,12 +119,31 @@ def _mapped(err: ApiException) -> Exception:
 
 
 class KubeOverrideStore(ActiveSpecsMixin):
-    """ScalingOverride objects through the custom objects API (the caller's ApiClient and identity)."""
+    """ScalingOverride objects through the custom objects API (the caller's ApiClient and identity).
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    With a `watch` (an OverrideWatch over the same objects), reads come from memory while the watch is
+    up, so a read costs no round trip and a write one (the create itself); the store's own writes go
+    into the cache as the API server answers them. Without one, or while it is down, every read
+    asks the API server."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, watch: "OverrideWatch | None" = None) -> None:
         self.api = kubernetes.client.CustomObjectsApi(api_client)
+        self.watch = watch
+
+    def version(self) -> int | None:
+        """Changes with every change the watch sees; None without a watch or while it is down."""
+        return self.watch.version() if self.watch is not None else None
+
+    def _cached(self, namespace: str | None) -> bool:
+        return (self.watch is not None and self.watch.healthy()
+                and (self.watch.namespace is None or self.watch.namespace == namespace))
 
     def list(self, namespace: str | None = None, target: str | None = None) -> list[ScalingOverride]:
+        if self._cached(namespace):
+            return sorted((e.override for e in self.watch.entries()  # type: ignore[union-attr]
+                           if e.override is not None and (namespace is None or e.override.namespace == namespace)
+                           and (target is None or e.override.target == target)),
+                          key=lambda o: (o.namespace, o.name))
         selector = {"field_selector": f"spec.target={target}"} if target else {}
         if namespace is None:
             objs = call(self.api.list_cluster_custom_object, GROUP, VERSION, PLURAL, **selector)
@@ -130,6 +152,11 @@ class KubeOverrideStore(ActiveSpecsMixin):
         return sorted((from_object(o) for o in objs["items"]), key=lambda o: (o.namespace, o.name))
 
     def get(self, namespace: str, name: str) -> ScalingOverride:
+        if self._cached(namespace):
+            entry = self.watch.entry(namespace, name)  # type: ignore[union-attr]
+            if entry is not None and entry.override is not None:
+                return entry.override
+            # not seen yet (created through another replica a moment ago?) or not readable: ask the server
         try:
             return from_object(call(self.api.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name))
         except NotFound:
@@ -143,9 +170,18 @@ class KubeOverrideStore(ActiveSpecsMixin):
         except Conflict:
             raise Conflict(f"override {override.namespace}/{override.name} already exists", "name",
                            override.name) from None
+        if self.watch is not None:
+            self.watch.wrote(created)
         return from_object(created)
 
-    def find_idempotent(self, namespace: str, idempotency_key: str) -> tuple[ScalingOverride, str] | None:
+    def find_idempotent(self, namespace: str, idempotency_key: str,
+                        fresh: bool = False) -> tuple[ScalingOverride, str] | None:
+        if not fresh and self._cached(namespace):
+            for entry in self.watch.entries():  # type: ignore[union-attr]
+                if (entry.idempotency_key == idempotency_key and entry.override is not None
+                        and entry.override.namespace == namespace):
+                    return entry.override, entry.body_hash
+            return None
         objs = call(self.api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
                     label_selector=f"{IDEMPOTENCY_LABEL}={idempotency_key}")
         if not objs["items"]:
@@ -162,6 +198,8 @@ class KubeOverrideStore(ActiveSpecsMixin):
         except Conflict:
             raise Conflict(f"override {namespace}/{name} was replaced while being deleted; read it again",
                            "name", name) from None
+        if self.watch is not None:
+            self.watch.deleted(namespace, name, uid)
 
 
 _EVENT_REASON = {"create": "OverrideCreated", "delete": "OverrideDeleted", "expire": "OverrideExpired"}

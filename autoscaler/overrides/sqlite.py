@@ -56,6 +56,19 @@ class _Db:
             except sqlite3.OperationalError as err:
                 raise Unavailable(f"override database {self.path}: {err}") from None
 
+    def version(self) -> tuple[int, int] | None:
+        """Changes whenever the data may have: this connection's own changes (total_changes) and any
+        other connection's commits (PRAGMA data_version). None, rather than wait, while the connection
+        is busy: the caller reads the data then (it is asked from the API's event loop)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._conn.total_changes, self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -76,6 +89,10 @@ def _db(path: str | Path) -> _Db:
 class SqliteOverrideStore(ActiveSpecsMixin):
     def __init__(self, path: str | Path) -> None:
         self._db = _db(path)
+
+    def version(self) -> tuple[int, int] | None:
+        """A token that changes whenever the overrides may have (see OverrideStore.version)."""
+        return self._db.version()
 
     def list(self, namespace: str | None = None, target: str | None = None) -> list[ScalingOverride]:
         sql, args = "SELECT body FROM overrides WHERE 1=1", []
@@ -108,7 +125,8 @@ class SqliteOverrideStore(ActiveSpecsMixin):
                            override.name) from None
         return stored
 
-    def find_idempotent(self, namespace: str, idempotency_key: str) -> tuple[ScalingOverride, str] | None:
+    def find_idempotent(self, namespace: str, idempotency_key: str,
+                        fresh: bool = False) -> tuple[ScalingOverride, str] | None:
         with self._db.tx() as conn:
             row = conn.execute("SELECT body, body_hash FROM overrides WHERE namespace = ? AND idempotency_key = ?",
                                (namespace, idempotency_key)).fetchone()

@@ -24,14 +24,20 @@ class OverrideStore(Protocol):
                body_hash: str | None = None) -> ScalingOverride:
         """Write a new override; returns it as stored (uid, created_at). Raises Conflict if the name is taken."""
 
-    def find_idempotent(self, namespace: str, idempotency_key: str) -> tuple[ScalingOverride, str] | None:
-        """The override an earlier create with this key made, and the hash of that request's body."""
+    def find_idempotent(self, namespace: str, idempotency_key: str,
+                        fresh: bool = False) -> tuple[ScalingOverride, str] | None:
+        """The override an earlier create with this key made, and the hash of that request's body.
+        `fresh`: read the backing store itself, not a cache of it (after a create clashed)."""
 
     def delete(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Remove it (only if its uid is still `uid`, when given). Raises NotFound."""
 
     def active_specs(self, namespace: str, target: str, now: datetime | float) -> list[OverrideSpec]:
         """What the controller calls each tick: the overrides of one autoscaler in force at `now`."""
+
+    # Optional: `version()` returns, without blocking, a token that changes whenever what list() and
+    # get() return may have changed, or None when it cannot tell now. The API keeps encoded responses
+    # keyed by it; a store without it is read on every request.
 
 
 @runtime_checkable
