@@ -106,6 +106,9 @@ class RecordingPolicy:
         self.ticks.append(tick_record(obs, decision))
         return decision
 
+    def __getattr__(self, name):          # snapshot, restore, config: the wrapped policy's
+        return getattr(self.policy, name)
+
 
 def tick_record(obs, decision) -> dict:
     return {"t": obs.time, "desired": int(decision.desired), "current": obs.current, "ready": obs.ready_replicas,
@@ -234,7 +237,8 @@ class Fleet:
 
 def start_controller(api_client, fleets: list[Fleet], interval_s: float):
     """warmscale's controller in process. One controller serves every 'controller' fleet; a pod is
-    resolved to the emulator of its own fleet."""
+    resolved to the emulator of its own fleet. Every decision its policies make is recorded (what
+    the policy saw and decided), as the reference loop records its own."""
     from autoscaler.controller.loop import Controller, ControllerConfig
 
     class FleetResolver:
@@ -244,11 +248,24 @@ def start_controller(api_client, fleets: list[Fleet], interval_s: float):
                     return f.emulator.resolver().metrics_url(pod)
             return None
 
-    controller = Controller(ControllerConfig(namespace=NAMESPACE, interval_s=interval_s, metrics_host="127.0.0.1",
-                                             metrics_port=0, identity="bench"),
-                            api_client=api_client, resolver=FleetResolver())
+    class RecordingController(Controller):
+        def _model(self, obj):
+            model = super()._model(obj)
+            if not isinstance(model.policy, RecordingPolicy):
+                model.policy = RecordingPolicy(model.policy)
+                self.recorded.setdefault(obj["metadata"]["name"], []).append(model.policy)
+            return model
+
+        def ticks_of(self, name: str) -> list[dict]:
+            return sorted((t for p in self.recorded.get(name, []) for t in p.ticks), key=lambda t: t["t"])
+
+    controller = RecordingController(ControllerConfig(namespace=NAMESPACE, interval_s=interval_s,
+                                                      metrics_host="127.0.0.1", metrics_port=0, identity="bench"),
+                                     api_client=api_client, resolver=FleetResolver())
+    controller.recorded = {}
     controller.start()
-    controller.wait_until_leader(60)
+    if not controller.wait_until_leader(60):
+        raise RuntimeError(f"the controller did not become leader within 60 s: {controller.error_messages()[-5:]}")
     return controller
 
 
@@ -330,12 +347,32 @@ def run_live(workload, profile, loops: list[str], repeats: int, interval_s: floa
             if f.runner is not None:
                 f.runner.stop_event.set()
         if controller is not None:
+            for f in fleets:
+                if f.loop == "controller":
+                    f.extra = {"ticks": controller.ticks_of(f.name), "errors": controller.error_messages(),
+                               "status": read_status(client, f.name), "controller_ticks": controller.ticks}
             controller.stop()
         return {"wall0": wall0, "fleets": [{
             "name": f.name, "loop": f.loop, "samples": f.recorder.samples,
-            "ticks": f.runner.ticks if f.runner is not None else [],
-            "errors": f.runner.errors if f.runner is not None else [],
+            "ticks": f.runner.ticks if f.runner is not None else f.extra.get("ticks", []),
+            "errors": f.runner.errors if f.runner is not None else f.extra.get("errors", []),
+            "status": f.extra.get("status"), "controller_ticks": f.extra.get("controller_ticks"),
             "arrivals": f.emulator.arrivals(MODEL), "mirror_error": f.mirror.error} for f in fleets]}
+
+
+def read_status(api_client, name: str) -> dict | None:
+    """The ModelAutoscaler's status at the end (conditions, recent decisions), for the report."""
+    import kubernetes
+
+    from autoscaler.controller.crd import GROUP, PLURAL, VERSION
+
+    with contextlib.suppress(Exception):
+        obj = kubernetes.client.CustomObjectsApi(api_client).get_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
+                                                                                           PLURAL, name)
+        status = dict(obj.get("status") or {})
+        status.pop("policyState", None)
+        return status
+    return None
 
 
 # --------------------------------------------------------------------------- comparison
@@ -410,11 +447,22 @@ def summarize(sim_ticks: list[dict], live: dict, t0: float, n0: int) -> dict:
         score = compare(sim_ticks, at, t0, wall0)
         score["why"] = [explain_span(s, sim_ticks, f["ticks"], t0, wall0) for s in score["disagreements"][:10]]
         per_fleet.append({"name": f["name"], "loop": f["loop"], **score, "arrivals": f["arrivals"],
-                          "loop_errors": len(f["errors"]), "mirror_error": f["mirror_error"],
+                          "loop_errors": len(f["errors"]), "first_errors": f["errors"][:3],
+                          "mirror_error": f["mirror_error"], "live_ticks": len(f["ticks"]),
+                          "live_reasons": _count(t["reason"] for t in f["ticks"]),
+                          "conditions": [f"{c.get('type')}={c.get('status')} ({c.get('reason')}: {c.get('message', '')[:160]})"
+                                         for c in (f.get("status") or {}).get("conditions") or []],
                           "max_replicas": max((s[1] for s in samples), default=None)})
     baseline = compare(sim_ticks, lambda wall: n0, t0, wall0)
     return {"fleets": per_fleet, "static_baseline": {k: baseline[k] for k in ("ticks", "within_1", "exact",
                                                                              "mean_abs_diff")}}
+
+
+def _count(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def by_loop(fleets: list[dict]) -> dict:
@@ -460,6 +508,14 @@ def write_report(result: dict, stem: str) -> None:
     for f in result["fleets"]:
         lines.append(f"| {f['name']} | {f['within_1']:.1%} | {f['exact']:.1%} | {f['mean_abs_diff']:.2f} | "
                      f"{f['live_minus_sim_mean']:+.2f} | {f['max_replicas']} | {len(f['disagreements'])} |")
+    lines += ["", "What each live loop decided (its policy's reasons over its ticks), errors, and the controller's "
+              "conditions at the end:", ""]
+    for f in result["fleets"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in f.get("live_reasons", {}).items()) or "-"
+        lines.append(f"- {f['name']}: {f.get('live_ticks', 0)} ticks: {reasons}; {f['loop_errors']} errors"
+                     + (f" (first: {'; '.join(f['first_errors'])})" if f.get("first_errors") else ""))
+        for c in f.get("conditions") or []:
+            lines.append(f"  - {c}")
     lines += ["", "Where they differ (first tick of each span beyond +-1; what each side saw):", ""]
     for f in result["fleets"]:
         for why, span in zip(f["why"], f["disagreements"]):

@@ -107,7 +107,8 @@ class Controller:
         self._models_lock = threading.Lock()
         self._epoch = 0                        # bumped on every leadership change: model states are rebuilt
         self._epoch_seen = -1
-        self._prom_sensor = None
+        self._prom_sensors: dict[str, Any] = {}    # one per rate window in use
+        self._prom_lock = threading.Lock()
         self._prom = None
         ns = config.namespace
         if ns:
@@ -268,7 +269,7 @@ class Controller:
             new.last_scale_time = status.get("lastScaleTime")
         if spec.metrics.source == "direct":
             resolver = self._resolver or PodIPResolver(spec.metrics.port, spec.metrics.path)
-            new.sensor = DirectSensor(spec.model, resolver, scraper=self._scraper)
+            new.sensor = DirectSensor(spec.model, resolver, rate_window_s=_rate_window_s(policy), scraper=self._scraper)
         with self._models_lock:
             self._models[key] = new
         return new
@@ -281,10 +282,14 @@ class Controller:
             obs = Observation(model.spec.model, now, len(fleet.ready), len(fleet.loading), None, None, None, None, None, None)
             return Reading(obs, ("waiting_requests",), ("spec.metrics.source is prometheus but the controller has no --prometheus-url",),
                            None, "prometheus")
-        if self._prom_sensor is None:
-            from autoscaler.metrics.prometheus import PrometheusSensor
-            self._prom_sensor = PrometheusSensor(self.config.prometheus_url, timeout_s=min(2.0, self.config.interval_s))
-        return self._prom_sensor.observe(model.spec.model, now, len(fleet.ready), len(fleet.loading))
+        window = f"{max(1, round(_rate_window_s(model.policy)))}s"
+        with self._prom_lock:
+            sensor = self._prom_sensors.get(window)
+            if sensor is None:
+                from autoscaler.metrics.prometheus import PrometheusSensor
+                sensor = self._prom_sensors[window] = PrometheusSensor(
+                    self.config.prometheus_url, rate_window=window, timeout_s=min(2.0, self.config.interval_s))
+        return sensor.observe(model.spec.model, now, len(fleet.ready), len(fleet.loading))
 
     def _active_overrides(self, ns: str, name: str, objects: list[dict], now: float) -> list[OverrideSpec]:
         if self._overrides_fn is not None:
@@ -460,6 +465,13 @@ class Controller:
                 self._patch_status(obj, {"policyState": encode_policy_state(model.policy.snapshot()), "policyStateTime": rfc3339(now)})
             except Exception as exc:  # noqa: BLE001
                 self._error("status", exc)
+
+
+def _rate_window_s(policy) -> float:
+    """The rate window the policy was configured for (its sizing assumes rates over this window)."""
+    config = getattr(policy, "config", None) or getattr(policy, "cfg", None)
+    window = getattr(config, "rate_window_s", None)
+    return float(window) if window and window > 0 else 60.0
 
 
 def _by_target(objects: list[dict]) -> dict[tuple[str, str], list[dict]]:
