@@ -78,7 +78,7 @@ MARKERS = (
 # in the engine-core process prints "Model loading took").
 POST_LOAD = re.compile(r"Model loading took|KV cache|Reducing Torch threads|Memory profiling|init engine \(")
 ENGINE_LINE = re.compile(r"^\((?P<name>[^()\s]+) pid=(?P<pid>\d+)\) (INFO|WARNING|ERROR|DEBUG) \d\d-\d\d \d\d:\d\d")
-SLEEP_ERROR = re.compile(r"Sleep mode is not supported[^\n]*")
+SLEEP_ERROR = re.compile(r"Sleep mode is not supported on current platform\.")
 
 
 def load_bench_loader():
@@ -329,11 +329,62 @@ def one_start(tier: str, run: int, model: str, args: argparse.Namespace, *, extr
             for key, pat in (("vllm_loading_weights_s", r"Loading weights took ([0-9.]+) seconds"),
                              ("warmscale_line", r"(warmscale loaded .*)"),
                              ("init_engine_s", r"warmup model\) took ([0-9.]+) s"),
-                             ("runai_line", r"(Overall time to stream .*)")):
+                             ("runai_line", r"(Overall time to stream .*)"),
+                             ("compile_dynamo_s", r"Dynamo bytecode transform time: ([0-9.]+) s"),
+                             ("compile_graph", r"(Compiling a graph for compile range .*)"),
+                             ("compile_cache_hit", r"(Directly load the compiled graph.*)"),
+                             ("compile_aot_hit", r"(Directly load AOT compilation.*)")):
                 if (m := re.search(pat, text)) and key not in result.reported:
                     result.reported[key] = m.group(1)
         return result
     except Exception as exc:  # noqa: BLE001 - one failed start is recorded, the ladder goes on
+        result.error = f"{type(exc).__name__}: {exc}; see {log_path}"
+        return result
+    finally:
+        stop(proc)
+        reader.join(timeout=5)
+        result.log = str(log_path.relative_to(ROOT))
+
+
+def sleep_wake(run: int, model: str, args: argparse.Namespace, cache_root: Path) -> Start:
+    """Tier g where the platform has sleep mode (CUDA): an engine started with --enable-sleep-mode is put
+    to sleep (level 1: weights offloaded to host memory, KV cache dropped); t0, POST /wake_up, one
+    completion. The engine's own start is not part of this tier's total."""
+    result = Start("g", run)
+    port = free_port()
+    log_path = WORK / "logs" / f"g-{run}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = engine_argv(model, port, args, ["--enable-sleep-mode"], compile_on=False)
+    env = engine_env(args, cache_root, {"VLLM_SERVER_DEV_MODE": "1"})
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, start_new_session=True)
+    reader = LineReader(proc.stdout, time.perf_counter(), log_path)
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.perf_counter() + args.start_timeout
+        while True:
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                reader.join(timeout=5)
+                found = SLEEP_ERROR.search("\n".join(t for _, t in reader.snapshot()))
+                result.error = found.group(0) if found else f"engine did not start; see {log_path}"
+                return result
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        httpx.post(f"{base}/sleep", params={"level": "1"}, timeout=300).raise_for_status()
+        t0 = time.perf_counter()
+        httpx.post(f"{base}/wake_up", timeout=300).raise_for_status()
+        woke = time.perf_counter() - t0
+        body = {"model": "bench", "prompt": [1, 450, 4996, 17354, 1701], "max_tokens": 1, "temperature": 0}
+        httpx.post(f"{base}/v1/completions", json=body, timeout=300).raise_for_status()
+        result.total_s = round(time.perf_counter() - t0, 3)
+        result.events = {"woke": round(woke, 3), "token": result.total_s}
+        result.stages = {"wake_up": round(woke, 3), "first_token": round(result.total_s - woke, 3)}
+        result.adds_up = True
+        return result
+    except Exception as exc:  # noqa: BLE001
         result.error = f"{type(exc).__name__}: {exc}; see {log_path}"
         return result
     finally:
@@ -393,11 +444,16 @@ def summarize(starts: list[Start]) -> dict:
     out["total_s"] = {"median": round(statistics.median(totals), 2), "min": round(min(totals), 2),
                       "max": round(max(totals), 2), "runs": totals}
     out["stages_s"] = {}
-    for stage in STAGES:
+    for stage in dict.fromkeys(k for s in ok for k in s.stages):
         values = [s.stages.get(stage) for s in ok if s.stages.get(stage) is not None]
         if values:
             out["stages_s"][stage] = {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
                                       "max": round(max(values), 2)}
+    data = [s.stages["fetch"] + s.stages["weights"] for s in ok
+            if s.stages.get("fetch") is not None and s.stages.get("weights") is not None]
+    if data:
+        out["data_path_s"] = {"median": round(statistics.median(data), 2), "min": round(min(data), 2),
+                              "max": round(max(data), 2)}
     out["stages_add_up"] = all(s.adds_up for s in ok)
     return out
 
@@ -429,6 +485,9 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="--runs 1 --size 300MB, results under bench/results/tmp")
     p.add_argument("--out", default=None, help="result file stem (default bench/results/coldstart_ladder)")
     args = p.parse_args()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the engine and the S3 server on the way out
     if args.quick:
         args.runs, args.size = 1, "300MB"
     from loader.cli import parse_size
@@ -486,6 +545,8 @@ def main() -> int:
                 return one_start(tier, run, location, args, extra_args=[
                     "--load-format", "warmscale", "--model-loader-extra-config", json.dumps({"cache_dir": str(pool)})],
                     extra_env=s3_env, cache_root=cache_plain)
+            if tier == "g" and args.device != "cpu":
+                return sleep_wake(run, str(ckpt), args, cache_plain)
             if tier == "g":
                 return one_start(tier, run, str(ckpt), args, extra_args=["--enable-sleep-mode"],
                                  cache_root=cache_plain, expect_failure=args.device == "cpu")
@@ -497,10 +558,12 @@ def main() -> int:
                 s = run_tier(tier, run)
                 starts.append(s)
                 print(json.dumps({k: v for k, v in s.to_json().items() if k != "events"}), flush=True)
+                write_results(starts, notes, meta, args)
         if "g" in tiers:
             s = run_tier("g", 0)
             starts.append(s)
             print(json.dumps(s.to_json()), flush=True)
+            write_results(starts, notes, meta, args)
         if "f" in tiers:
             for run in range(args.f_runs):
                 cold_root = WORK / f"vllm-cache-cold-{run}"
@@ -512,6 +575,7 @@ def main() -> int:
                 s = one_start("f_cold", run, str(ckpt), args, cache_root=cold_root, compile_on=True)
                 starts.append(s)
                 print(json.dumps(s.to_json()), flush=True)
+                write_results(starts, notes, meta, args)
                 staged_root = WORK / f"vllm-cache-staged-{run}"
                 shutil.rmtree(staged_root, ignore_errors=True)
                 shutil.copytree(cold_root, staged_root)  # what the warm pool would stage next to the weights
@@ -520,6 +584,12 @@ def main() -> int:
                 starts.append(s)
                 print(json.dumps(s.to_json()), flush=True)
 
+    print(render_md(write_results(starts, notes, meta, args)))
+    return 0
+
+
+def write_results(starts: list[Start], notes: dict, meta: dict, args: argparse.Namespace) -> dict:
+    """Summaries, targets and the files; called after every start, so a stopped run leaves its results."""
     by_tier: dict[str, dict] = {}
     for tier in TIER_TITLES:
         mine = [s for s in starts if s.tier == tier]
@@ -536,6 +606,16 @@ def main() -> int:
         fastest = min(s3_paths, key=med)
         targets["warm_pool_vs_every_s3_path"] = {"fastest_s3_tier": fastest, "ratio": round(med(fastest) / med("e"), 3),
                                                  "met": all(med("e") < med(t) for t in s3_paths)}
+    dmed = lambda t: by_tier.get(t, {}).get("data_path_s", {}).get("median")  # noqa: E731
+    for name, (fast, slow) in {"data_path_warmscale_s3_vs_boto3_then_load": ("d", "b"),
+                               "data_path_warmscale_s3_vs_runai_streamer": ("d", "c")}.items():
+        if dmed(fast) and dmed(slow):
+            targets[name] = {"ratio": round(dmed(slow) / dmed(fast), 3), "met": dmed(fast) < dmed(slow)}
+    if dmed("e") and all(dmed(t) for t in s3_paths) and s3_paths:
+        fastest = min(s3_paths, key=dmed)
+        targets["data_path_warm_pool_vs_every_s3_path"] = {
+            "fastest_s3_tier": fastest, "ratio": round(dmed(fastest) / dmed("e"), 3),
+            "met": all(dmed("e") < dmed(t) for t in s3_paths)}
     targets["stages_add_up_within_10pct"] = all(s.adds_up for s in starts if s.error is None and s.total_s)
     result = {
         "bench": "coldstart_ladder", "device": args.device, "runs_per_tier": args.runs, "f_pairs": args.f_runs,
@@ -548,8 +628,7 @@ def main() -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(render_md(result))
-    print(render_md(result))
-    return 0
+    return result
 
 
 def _version(name: str) -> str | None:
@@ -567,14 +646,15 @@ def render_md(r: dict) -> str:
         "# Cold-start ladder (bench/coldstart.py)", "",
         f"Real vLLM {r['vllm']} engine on {r['device']} ({r['machine']['cpus']} CPUs, shared with other work), "
         f"random Llama checkpoint: {m['bytes'] / 1e9:.2f} GB {m['dtype']}, hidden {m['hidden']}, {m['layers']} layers, "
-        f"{m['shards']} shards. Medians of {r['runs_per_tier']} run(s) per tier (tier f: {r['f_pairs']} pair(s)), "
+        f"{m['shards']} shards. Medians over the runs counted in \"runs ok\" ({r['runs_per_tier']} planned per tier, "
+        f"tier f: {r['f_pairs']} pair(s)), "
         f"{r['order']}; seconds from the scale decision (t0), min-max in brackets.", "",
-        "| tier | total | " + " | ".join(STAGES) + " | runs ok | stages add up |",
-        "|---|---|" + "---|" * len(STAGES) + "---|---|",
+        "| tier | total | " + " | ".join(STAGES) + " | data path (fetch + weights) | runs ok | stages add up |",
+        "|---|---|" + "---|" * len(STAGES) + "---|---|---|",
     ]
     for tier, t in r["tiers"].items():
         if "total_s" not in t:
-            lines.append(f"| {t['title']} | unavailable: {'; '.join(t['errors'])} |" + " |" * len(STAGES) +
+            lines.append(f"| {t['title']} | unavailable: {'; '.join(t['errors'])} |" + " |" * (len(STAGES) + 1) +
                          f" {t['ok']}/{t['runs']} | |")
             continue
         tot = t["total_s"]
@@ -583,7 +663,9 @@ def render_md(r: dict) -> str:
             s = t["stages_s"].get(stage)
             cells.append(f"{s['median']:.2f}" if s else "-")
         lines.append(f"| {t['title']} | **{tot['median']:.1f}** [{tot['min']:.1f}-{tot['max']:.1f}] | " +
-                     " | ".join(cells) + f" | {t['ok']}/{t['runs']} | {'yes' if t['stages_add_up'] else 'NO'} |")
+                     " | ".join(cells) + " | " + (f"{t['data_path_s']['median']:.2f} [{t['data_path_s']['min']:.2f}-"
+                                                  f"{t['data_path_s']['max']:.2f}]" if "data_path_s" in t else "-") +
+                     f" | {t['ok']}/{t['runs']} | {'yes' if t['stages_add_up'] else 'NO'} |")
     lines += ["", "## Targets (issue 14)", ""]
     for name, t in r["targets"].items():
         lines.append(f"- {name}: {json.dumps(t)}")
