@@ -312,7 +312,10 @@ class Controller:
         if overrides:
             decision = apply_overrides(decision, overrides, now)
         if model.scale is None or now - model.scale_read_at >= self.config.scale_reread_s:
+            first = model.scale is None
             model.scale, model.scale_read_at = self.scales.read(model.target), now
+            if first:   # spread the models' periodic re-reads over the period, not all in one tick
+                model.scale_read_at -= _spread(meta["uid"], self.config.scale_reread_s)
         target = decision.desired
         held_at = None
         if fleet.unschedulable and target > model.scale.replicas:
@@ -414,7 +417,7 @@ class Controller:
             status["policyStateTime"] = rfc3339(now)
         self._patch_status(obj, status)
         if model.written is None:   # spread the models' periodic refreshes over the period, not one tick
-            now -= zlib.crc32(obj["metadata"]["uid"].encode()) % 1000 / 1000 * self.config.state_every_s
+            now -= _spread(obj["metadata"]["uid"], self.config.state_every_s)
         model.written, model.status_at, model.recent, model.conditions = signature, now, recent, merged
 
     def _patch_status(self, obj: dict, status: dict) -> None:
@@ -465,6 +468,11 @@ class Controller:
                 self._patch_status(obj, {"policyState": encode_policy_state(model.policy.snapshot()), "policyStateTime": rfc3339(now)})
             except Exception as exc:  # noqa: BLE001
                 self._error("status", exc)
+
+
+def _spread(uid: str, period_s: float) -> float:
+    """A model's fixed offset in [0, period_s): periodic work of many models falls on different ticks."""
+    return zlib.crc32(uid.encode()) % 1000 / 1000 * period_s
 
 
 def _rate_window_s(policy) -> float:

@@ -35,3 +35,71 @@ def test_direct_sensor_rates_over_the_window_the_policy_is_configured_for(contro
     model = controller._model(_object(_spec(policy={"parameters": parameters})))
     assert model.policy.config.rate_window_s == window
     assert model.sensor.builder.rate_window_s == window
+
+
+class FakeScales:
+    """The scale subresource of every target, in memory; counts reads and writes."""
+
+    def __init__(self, replicas: int):
+        from autoscaler.actuators.scale import Scale
+
+        self._scale = Scale
+        self.replicas: dict[str, int] = {}
+        self.default = replicas
+        self.reads: list[str] = []
+        self.writes: list[tuple[str, int]] = []
+
+    def read(self, ref):
+        self.reads.append(ref.name)
+        n = self.replicas.get(ref.name, self.default)
+        return self._scale(n, n, "1")
+
+    def write(self, ref, replicas, current=None):
+        self.writes.append((ref.name, replicas))
+        self.replicas[ref.name] = replicas
+        return self._scale(replicas, replicas, "2")
+
+
+def _fake_api(controller, replicas: int = 1) -> tuple[FakeScales, list]:
+    scales, statuses = FakeScales(replicas), []
+    controller.scales = scales
+    controller.elector.is_leader = lambda: True
+    controller._patch_status = lambda obj, status: statuses.append((obj["metadata"]["name"], status))
+    controller._event = lambda *args: None
+    return scales, statuses
+
+
+def _pods(names: list[str]):
+    from autoscaler.controller.pods import PodIndex, pod_info
+
+    return PodIndex([pod_info({"metadata": {"name": f"{n}-0", "namespace": "ns", "labels": {"app": n}},
+                               "spec": {"nodeName": "node"},
+                               "status": {"phase": "Running", "podIP": "10.0.0.1",
+                                          "conditions": [{"type": "Ready", "status": "True"}]}}) for n in names])
+
+
+def test_periodic_scale_rereads_of_many_models_are_spread_over_the_ticks(controller):
+    names = [f"m{i}" for i in range(120)]
+    objects = [_object(_spec(scaleTargetRef={"name": n}, selector={"matchLabels": {"app": n}}), n) for n in names]
+    scales, _ = _fake_api(controller)
+    index, t0 = _pods(names), 1_000_000.0
+    per_tick = []
+    for k in range(13):                      # 60 s of 5 s ticks; re-read period 30 s
+        before = len(scales.reads)
+        for obj in objects:
+            controller._tick_model(obj, index, [], t0 + 5 * k)
+        per_tick.append(len(scales.reads) - before)
+    assert per_tick[0] == len(names)         # the first tick reads every target
+    later = per_tick[1:]
+    assert sum(later) >= len(names)          # every target re-read at least once a period...
+    assert max(later) <= len(names) / 6 * 2  # ...a sixth of them per tick, not all at once
+
+
+def test_an_idle_model_writes_its_status_once_and_then_only_every_state_period(controller):
+    scales, statuses = _fake_api(controller)
+    obj, index, t0 = _object(_spec()), _pods(["engine"]), 1_000_000.0
+    times = [t0 + 5 * k for k in range(int(controller.config.state_every_s * 2 / 5) + 1)]
+    for t in times:
+        controller._tick_model(obj, index, [], t)
+    assert not scales.writes
+    assert 2 <= len(statuses) <= 3           # the first write, then one refresh per 300 s
