@@ -122,8 +122,8 @@ class Controller:
             so_list = lambda **kw: self.custom.list_namespaced_custom_object(og, ov, ns, op, **kw)  # noqa: E731
         else:
             so_list = lambda **kw: self.custom.list_cluster_custom_object(og, ov, op, **kw)  # noqa: E731
-        self.autoscalers = Reflector("modelautoscalers", ma_list, on_error=self._error)
-        self.overrides = Reflector("scalingoverrides", so_list, on_error=self._error)
+        self.autoscalers = Reflector("modelautoscalers", ma_list, transform=_strip_managed_fields, on_error=self._error)
+        self.overrides = Reflector("scalingoverrides", so_list, on_error=self._error)   # authors come from managedFields
         self.pods = Reflector("pods", pod_list, transform=pod_info, on_error=self._error)
         self.elector = LeaderElector(api_client, config.lease_namespace or ns or "warmscale-system", config.lease_name,
                                      config.identity, config.lease_s, config.renew_deadline_s, config.retry_s,
@@ -468,6 +468,13 @@ class Controller:
                 self._patch_status(obj, {"policyState": encode_policy_state(model.policy.snapshot()), "policyStateTime": rfc3339(now)})
             except Exception as exc:  # noqa: BLE001
                 self._error("status", exc)
+
+
+def _strip_managed_fields(obj: dict) -> dict:
+    """Cached objects without metadata.managedFields (server-side apply bookkeeping the controller
+    never reads; with a status writer per object it is most of a cached object's size)."""
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
 
 
 def _spread(uid: str, period_s: float) -> float:

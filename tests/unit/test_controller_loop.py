@@ -103,3 +103,14 @@ def test_an_idle_model_writes_its_status_once_and_then_only_every_state_period(c
         controller._tick_model(obj, index, [], t)
     assert not scales.writes
     assert 2 <= len(statuses) <= 3           # the first write, then one refresh per 300 s
+
+
+def test_cached_modelautoscalers_drop_managed_fields_and_keep_the_rest():
+    from autoscaler.controller.loop import _strip_managed_fields
+
+    obj = _object(_spec())
+    obj["metadata"]["managedFields"] = [{"manager": "warmscale", "fieldsV1": {"f:status": {}}}]
+    obj["status"] = {"policyState": {"encoding": "json", "data": "{}"}}
+    out = _strip_managed_fields(obj)
+    assert "managedFields" not in out["metadata"] and out["metadata"]["uid"] == "uid-engine"
+    assert out["status"] == {"policyState": {"encoding": "json", "data": "{}"}} and out["spec"] == _spec()
