@@ -136,11 +136,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measured(pid: int, run) -> tuple[list[float], float]:
-    """Latencies of `run()` and the server's CPU milliseconds per request over it (its service time)."""
-    before = _cpu_s(pid)
+def _measured(pid: int, run) -> tuple[list[float], float, float]:
+    """Latencies of `run()`, the server's CPU milliseconds per request over it (its service time) and
+    this client process's (aiohttp's share of the same cores)."""
+    before, client_before = _cpu_s(pid), time.process_time()
     latencies = run()
-    return latencies, 1000 * (_cpu_s(pid) - before) / max(1, len(latencies))
+    n = max(1, len(latencies))
+    return latencies, 1000 * (_cpu_s(pid) - before) / n, 1000 * (time.process_time() - client_before) / n
 
 
 def _ms(latencies: list[float]) -> dict:
@@ -213,16 +215,17 @@ def bench_mode(mode: str, conf: dict, args) -> dict:
         read_path = f"/v1/overrides?namespace={NAMESPACE}"
         rows: dict[str, dict[str, list[float]]] = {}
 
-        def record(name: str, measured: tuple[list[float], float] | list[float]) -> None:
-            latencies, cpu_ms = measured if isinstance(measured, tuple) else (measured, None)
+        def record(name: str, measured: tuple[list[float], float, float] | list[float]) -> None:
+            latencies, cpu_ms, client_ms = measured if isinstance(measured, tuple) else (measured, None, None)
             stats = _ms(latencies)
             if cpu_ms is not None:
                 stats["server_cpu_ms_per_request"] = cpu_ms
+                stats["client_cpu_ms_per_request"] = client_ms
             for key, value in stats.items():
                 if key != "requests":
                     rows.setdefault(name, {}).setdefault(key, []).append(value)
 
-        def load(clients: int, per_client: int, request) -> tuple[list[float], float]:
+        def load(clients: int, per_client: int, request) -> tuple[list[float], float, float]:
             return _measured(proc.pid, lambda: asyncio.run(_load(url, token, clients, per_client, request)))
 
         for run in range(args.runs):
@@ -329,6 +332,35 @@ def _cpu(row: dict) -> str:
     return _f(row["server_cpu_ms_per_request"]) if "server_cpu_ms_per_request" in row else "-"
 
 
+def _bound(results: dict) -> list[str]:
+    """What this machine allows: in a closed loop of N clients a request waits for the N - 1 others,
+    so the mean latency is at least N x the server's CPU time per request (one process: one core at a
+    time for Python code); GET /healthz, which does no work at all, measured at the same concurrency
+    in the same run, is the floor any route can reach."""
+    how, out = results["how"], []
+    for mode in ("sqlite", "kube"):
+        r = results.get(mode)
+        if not r or "server_cpu_ms_per_request" not in r.get("reads", {}):
+            continue
+        reads, healthz = r["reads"], r["reads_healthz_baseline"]
+        out.append(f"- {mode}: reads p99 {reads['p99_ms']['median']:.1f} ms against GET /healthz p99 "
+                   f"{healthz['p99_ms']['median']:.1f} ms at the same concurrency ({reads['ratio_p99_to_baseline']:.2f}x); "
+                   f"server CPU per read {reads['server_cpu_ms_per_request']['median']:.2f} ms, per /healthz "
+                   f"{healthz['server_cpu_ms_per_request']['median']:.2f} ms; {how['readers']} clients x the read's CPU "
+                   f"time = {how['readers'] * reads['server_cpu_ms_per_request']['median']:.0f} ms, the mean latency "
+                   "the server alone imposes"
+                   + (f"; the client process spends {reads['client_cpu_ms_per_request']['median']:.2f} ms of CPU per "
+                      f"read ({how['readers'] * reads['client_cpu_ms_per_request']['median']:.0f} ms for {how['readers']})"
+                      if "client_cpu_ms_per_request" in reads else "") + ".")
+    if out:
+        out = ["## The bound on this machine", "",
+               "In a closed loop of N clients each request waits for the others: mean latency >= N x the server's "
+               "CPU time per request (one Python process). GET /healthz (no auth, no store, no work) at the same "
+               "concurrency in the same run is the floor for any route; the 100 clients (aiohttp) share the same "
+               "cores.", ""] + out + [""]
+    return out
+
+
 def render(results: dict) -> str:
     how = results["how"]
     lines = ["# Overrides API latency (bench/api.py)", "",
@@ -355,12 +387,14 @@ def render(results: dict) -> str:
     lines += ["", "Baselines: reads against GET /healthz at the same concurrency (no auth, no store); writes in "
               "kube mode against the API server's own create of the same object from the same number of threads. "
               "reads_one_client: the same read from a single client (service time without queueing).", ""]
+    lines += _bound(results)
     earlier = results.get("earlier")
     if earlier:
         eh = earlier["how"]
         lines += ["## Against the earlier results", "",
                   f"Earlier: `{eh['command']}`, load average before {eh['load_average_before']}, after "
-                  f"{eh['load_average_after']}. Medians over runs; p99 / baseline as above.", "",
+                  f"{eh['load_average_after']}. Medians over runs; p99 / baseline as above. GET /healthz was a "
+                  "plain `def` route then (a worker thread per request) and is `async` now: the floor itself moved.", "",
                   "| backend | measurement | p50 ms before | p50 ms now | p99 ms before | p99 ms now "
                   "| p99 / baseline before | p99 / baseline now |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
