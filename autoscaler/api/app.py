@@ -45,7 +45,8 @@ from autoscaler.overrides.validate import (DEFAULT_MAX_TTL_S, check_bounds, chec
 __all__ = ["create_app"]
 
 RESPONSE_MAX_AGE_S = 10.0       # an encoded response is kept at most this long, whatever the store's version says
-RESPONSE_CACHE_SIZE = 512
+RESPONSE_CACHE_SIZE = 512       # responses kept at most
+RESPONSE_CACHE_BYTES = 32 << 20  # and bytes of them
 
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 Name = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
@@ -93,7 +94,8 @@ def create_app(store: OverrideStore, audit: AuditLog, status: StatusSource, auth
             return user
         return check
 
-    reads = _ReadCache(auth, getattr(store, "version", None), clock, RESPONSE_CACHE_SIZE, RESPONSE_MAX_AGE_S)
+    reads = _ReadCache(auth, getattr(store, "version", None), clock, RESPONSE_CACHE_SIZE, RESPONSE_MAX_AGE_S,
+                       RESPONSE_CACHE_BYTES)
     app.add_middleware(_CachedReads, cache=reads)
 
     async def cached(request: Request, verb: str, resource: str,
@@ -252,12 +254,13 @@ def _authz_namespace(request: Request) -> str | None:
 class _ReadCache:
     """Encoded read responses keyed by (path, raw query string), each kept for one store version and
     the span of the clock it is right for, with what the request had to be allowed to do (verb,
-    resource, namespace). Bounded: the least recently used go first."""
+    resource, namespace). Bounded in count and bytes: the least recently used go first."""
 
     def __init__(self, auth: Auth, version: Callable[[], Hashable | None] | None, clock: Callable[[], float],
-                 size: int, max_age_s: float) -> None:
+                 size: int, max_age_s: float, max_bytes: int) -> None:
         self.auth, self._version, self.clock = auth, version, clock
-        self.size, self.max_age_s = size, max_age_s
+        self.size, self.max_age_s, self.max_bytes = size, max_age_s, max_bytes
+        self.bytes = 0
         self._data: OrderedDict[tuple, tuple[Hashable, float, float, bytes, tuple]] = OrderedDict()
         self._lock = threading.Lock()
         self._peek_authenticate = getattr(auth, "peek_authenticate", None)
@@ -286,13 +289,16 @@ class _ReadCache:
     def put(self, key: tuple, version: Hashable, start: float, until: float, body: bytes,
             needs: tuple[str, str, str | None]) -> None:
         until = min(until, start + self.max_age_s)
-        if until <= start:
+        if until <= start or len(body) > self.max_bytes // 8:
             return
         with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= len(old[3])
             self._data[key] = (version, start, until, body, needs)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self.bytes += len(body)
+            while len(self._data) > self.size or self.bytes > self.max_bytes:
+                self.bytes -= len(self._data.popitem(last=False)[1][3])
 
     def serve(self, scope: dict) -> bytes | None:
         """The body for this GET if it is cached and right now, and the caller's token and right to it

@@ -163,7 +163,12 @@ def test_the_response_cache_is_bounded(local_api):
     for limit in range(1, 700):
         assert c.get("/v1/overrides", params={"limit": limit}, headers=h).status_code == 200
     cache = next(m for m in local_api.client.app.user_middleware if m.cls.__name__ == "_CachedReads").kwargs["cache"]
-    assert len(cache._data) <= cache.size
+    assert 0 < len(cache._data) <= cache.size
+    assert cache.bytes == sum(len(entry[3]) for entry in cache._data.values())
+    cache.max_bytes = 8 * len(next(iter(cache._data.values()))[3])      # now room for eight (none larger than 1/8)
+    for limit in range(1, 20):
+        assert c.get("/v1/overrides", params={"limit": limit}, headers=h).status_code == 200
+    assert 0 < cache.bytes <= cache.max_bytes and len(cache._data) == 8
 
 
 def test_expired_window_bound_never_reaches_past_expiry(local_api):
