@@ -1,7 +1,7 @@
 """Weight-loading benchmark: warmscale against the server's raw ceiling, Run:ai Model Streamer and
 the naive path, from a loopback S3 server (versitygw) and from a local file, into host memory.
 
-    .venv/bin/python bench/loader.py [--size 3GB] [--shards 2] [--repeats 2] [--no-sweep]
+    .venv/bin/python bench/loader.py [--size 3GB] [--shards 2] [--repeats 3] [--no-sweep]
 
 Writes bench/results/loader.json and bench/results/loader.md. Every contender runs in its own
 process (clean peak-RSS numbers). Each consumer touches one byte per page of every tensor it is
@@ -243,14 +243,16 @@ def drop_page_cache(paths: list[Path]) -> str:
     return "posix_fadvise(DONTNEED) per file"
 
 
-def best(runs: list[dict]) -> dict:
-    top = min(runs, key=lambda r: r["seconds"])
-    out = dict(top)
-    out["gb_per_s"] = top["bytes"] / top["seconds"] / 1e9
-    out["runs_gb_per_s"] = [round(r["bytes"] / r["seconds"] / 1e9, 3) for r in runs]
-    out["median_gb_per_s"] = statistics.median(out["runs_gb_per_s"])
-    # Memory is reported for the worst run, speed for the best.
-    for key in ("rss_over_base", "peak_rss_minus_held"):
+def median_run(runs: list[dict]) -> dict:
+    """The run of median speed (the lower middle one of an even count), with every run's GB/s and
+    their range; memory is the worst run's."""
+    rate = lambda r: r["bytes"] / r["seconds"] / 1e9  # noqa: E731
+    by_rate = sorted(runs, key=rate)
+    out = dict(by_rate[(len(by_rate) - 1) // 2])
+    out["gb_per_s"] = rate(out)
+    out["runs_gb_per_s"] = [round(rate(r), 3) for r in runs]
+    out["min_gb_per_s"], out["max_gb_per_s"] = round(rate(by_rate[0]), 4), round(rate(by_rate[-1]), 4)
+    for key in ("rss_over_base", "peak_rss_minus_held", "hedges", "memory_limit_bytes"):
         if all(key in r for r in runs):
             out[key] = max(r[key] for r in runs)
     return out
@@ -260,7 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="3GB")
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,9 +321,9 @@ def main() -> None:
 
         s3_results: dict[str, dict] = {}
         print("raw ceiling ...", flush=True)
-        curl = {n: best([raw_curl(urls, objects, n) for _ in range(args.repeats)]) for n in (1, 2, 4)}
+        curl = {n: median_run([raw_curl(urls, objects, n) for _ in range(args.repeats)]) for n in (1, 2, 4)}
         py = {
-            f"c{c}-r{rb >> 20}": best([run_child("raw_python", {"root": f"s3://{s3.bucket}", "endpoint": s3.endpoint_url,
+            f"c{c}-r{rb >> 20}": median_run([run_child("raw_python", {"root": f"s3://{s3.bucket}", "endpoint": s3.endpoint_url,
                                                                 "objects": objects, "range_bytes": rb, "concurrency": c})
                                        for _ in range(args.repeats)])
             for c, rb in ((4, 32 * MiB), (8, 16 * MiB))
@@ -330,7 +332,7 @@ def main() -> None:
         s3_results["raw_python"] = max(py.values(), key=lambda r: r["gb_per_s"]) | {"by_setting": {k: v["gb_per_s"] for k, v in py.items()}}
         log("raw ceiling (curl)", s3_results["raw_curl"])
         log("raw ceiling (python)", s3_results["raw_python"])
-        s3_results["host_memory_first_touch"] = best([run_child("first_touch", {"bytes": min(total_bytes, 2 << 30)})
+        s3_results["host_memory_first_touch"] = median_run([run_child("first_touch", {"bytes": min(total_bytes, 2 << 30)})
                                                       for _ in range(args.repeats)])
         log("fresh host memory (first touch)", s3_results["host_memory_first_touch"])
 
@@ -340,32 +342,32 @@ def main() -> None:
             for conc in (4, 8, 16):
                 for rb in (8 * MiB, 16 * MiB, 32 * MiB):
                     cfg = {"concurrency": conc, "range_bytes": rb}
-                    r = best([run_child("warmscale", {"location": location, "config": cfg})])
+                    r = median_run([run_child("warmscale", {"location": location, "config": cfg})])
                     sweep[f"c{conc}-r{rb >> 20}MiB"] = round(r["gb_per_s"], 3)
                     print(f"  c={conc:<3} range={rb >> 20:>3} MiB  {r['gb_per_s']:.3f} GB/s", flush=True)
             results["sweep"] = sweep
 
         print("contenders ...", flush=True)
-        s3_results["warmscale"] = best([run_child("warmscale", {"location": location, "config": {}})
+        s3_results["warmscale"] = median_run([run_child("warmscale", {"location": location, "config": {}})
                                         for _ in range(args.repeats)])
         log("warmscale", s3_results["warmscale"])
         ring_cfg = {"direct_host_reads": False, "memory_limit_bytes": 256 * MiB}
-        s3_results["warmscale_ring_256MiB"] = best([run_child("warmscale", {"location": location, "config": ring_cfg})
+        s3_results["warmscale_ring_256MiB"] = median_run([run_child("warmscale", {"location": location, "config": ring_cfg})
                                                     for _ in range(args.repeats)])
         log("warmscale (ring, 256 MiB)", s3_results["warmscale_ring_256MiB"])
         fresh_cfg = {"recycle_pages": False, "huge_pages": False}
-        s3_results["warmscale_fresh_pages"] = best([run_child("warmscale", {"location": location, "config": fresh_cfg})
+        s3_results["warmscale_fresh_pages"] = median_run([run_child("warmscale", {"location": location, "config": fresh_cfg})
                                                     for _ in range(args.repeats)])
         log("warmscale (fresh 4 KiB pages)", s3_results["warmscale_fresh_pages"])
         prefault_cfg = {"prefault_window_bytes": 64 * MiB}
-        s3_results["warmscale_prefault_64MiB"] = best([run_child("warmscale", {"location": location, "config": prefault_cfg})
+        s3_results["warmscale_prefault_64MiB"] = median_run([run_child("warmscale", {"location": location, "config": prefault_cfg})
                                                        for _ in range(args.repeats)])
         log("warmscale (prefault 64 MiB)", s3_results["warmscale_prefault_64MiB"])
-        s3_results["runai_model_streamer"] = best([
+        s3_results["runai_model_streamer"] = median_run([
             run_child("runai", {"paths": [f"s3://{s3.bucket}/{k}" for k, _ in objects]}, env=runai_env)
             for _ in range(args.repeats)])
         log("runai-model-streamer", s3_results["runai_model_streamer"])
-        s3_results["boto3_download_then_load_file"] = best([
+        s3_results["boto3_download_then_load_file"] = median_run([
             run_child("naive", {"endpoint": s3.endpoint_url, "bucket": s3.bucket, "keys": [k for k, _ in objects],
                                 "scratch": str(WORK / "naive")}) for _ in range(args.repeats)])
         log("boto3 + load_file", s3_results["boto3_download_then_load_file"])
@@ -387,10 +389,21 @@ def main() -> None:
                 else:
                     run_child("load_file", {"paths": paths})  # warm the page cache
                 runs.append(run_child(kind, payload))
-            local[f"{name}_{state}"] = best(runs)
+            local[f"{name}_{state}"] = median_run(runs)
             log(f"{name} ({state})", local[f"{name}_{state}"])
     results["local"] = local
 
+    judge(results)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "loader.json").write_text(json.dumps(results, indent=1, default=str))
+    (RESULTS / "loader.md").write_text(render_md(results))
+    print(render_md(results))
+
+
+def judge(results: dict) -> None:
+    """Ratios against the ceilings and peers of the same run, and the targets met."""
+    local = results["local"]
     s3r = results["s3"]
     ceiling = max(s3r["raw_curl"]["gb_per_s"], s3r["raw_python"]["gb_per_s"])
     ws = s3r["warmscale"]["gb_per_s"]
@@ -415,11 +428,6 @@ def main() -> None:
         "peak RSS minus held tensors <= 1.15 x memory limit (defaults)": results["ratios"]["defaults_overhead_over_limit"] <= 1.15,
         "peak RSS minus held tensors <= 1.15 x memory limit (256 MiB ring)": results["ratios"]["ring_overhead_over_limit"] <= 1.15,
     }
-    results["machine"]["load_average_at_end"] = os.getloadavg()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "loader.json").write_text(json.dumps(results, indent=1, default=str))
-    (RESULTS / "loader.md").write_text(render_md(results))
-    print(render_md(results))
 
 
 CONTENDER_TABLE_HEAD = (
@@ -443,7 +451,7 @@ def render_md(r: dict) -> str:
         "`warmscale-loader make-checkpoint`. Server: versitygw on 127.0.0.1 (the test ground's S3 server). "
         f"Machine: {r['machine']['cpus']} cores shared by server and client (and by other work: load average "
         f"{r['machine']['load_average_at_start'][0]:.1f} at start, {r['machine']['load_average_at_end'][0]:.1f} at end). "
-        "Best of the runs listed; each contender in a fresh process; consumers touch every page and drop each tensor.", "",
+        "Median of the runs listed (GB/s and seconds of the median run; memory of the worst); each contender in a fresh process; consumers touch every page and drop each tensor.", "",
         "## From S3 (loopback) into host memory", "",
         *CONTENDER_TABLE_HEAD,
         row("raw ceiling: curl range GETs to /dev/null", s3["raw_curl"]),
@@ -471,19 +479,19 @@ def render_md(r: dict) -> str:
               "- The raw ceilings read into small reused buffers; every loader lands its bytes in new host memory, "
               "and on this VM the first pass over fresh guest memory is slow (compare the two 'first touch' runs). "
               "Which run pays that depends on what ran before, so runs of one contender can differ by 2-4x, and "
-              "the sweep's single runs are noisier than the contenders' best of two.",
+              "the sweep's single runs are noisier than the contenders' medians.",
               "- Memory: a CPU target's destination tensors are host memory too, so raw RSS includes whatever the "
               "consumer keeps. 'Peak RSS over start minus held tensors' subtracts the tensor the consumer holds at that "
               "moment (sampled every 5 ms; each is dropped after it is touched): what is left is the loader's overhead "
               "(read-ahead, staging ring, tensors still being assembled, client buffers), which the memory limit "
-              "(256 MiB by default) bounds. Memory figures are the worst run, speed the best.",
+              "(256 MiB by default) bounds. Memory figures are the worst run, speed the median run.",
               "- 'warmscale (defaults)' reads ranges straight into the tensors' host memory (no staging copy). "
               "At most memory-limit / range-size ranges are read ahead of the consumer, and a range's lease is held "
               "until every tensor it feeds is handed over, so partly assembled tensors count against the limit too "
               "(the lease count is raised to fit the largest tensor). When the consumer drops a tensor, its pages "
               "are moved (mremap) to where the next reads land instead of being freed, so later tensors do not "
               "pay first-touch page faults "
-              f"({s3['warmscale'].get('recycled_bytes', 0) / 1e9:.2f} GB moved in the best run); a quarter of the "
+              f"({s3['warmscale'].get('recycled_bytes', 0) / 1e9:.2f} GB moved in the median run); a quarter of the "
               "limit may wait there, taken from the read-ahead budget. Destination mappings also ask for "
               "transparent huge pages. 'fresh 4 KiB pages' turns both off.",
               "- The ring variant copies through a bounded ring (the GPU path) and also holds the tensors being "

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loader import RESULTS, WORK, raw_curl, run_child  # noqa: E402
+from bench.loader import RESULTS, WORK, median_run, raw_curl, run_child  # noqa: E402
 
 STREAMS = 16  # parallel connections of the ceiling (and warmscale's default concurrency)
 RUNAI_SWEEP = (16, 32, 64)
@@ -34,14 +34,11 @@ RUNAI_SWEEP = (16, 32, 64)
 
 def summary(runs: list[dict]) -> dict:
     """Median, min and max GB/s (and seconds) over the runs; memory of the worst run."""
-    rates = sorted(r["bytes"] / r["seconds"] / 1e9 for r in runs)
-    out = {"median_gb_per_s": round(statistics.median(rates), 4), "min_gb_per_s": round(rates[0], 4),
-           "max_gb_per_s": round(rates[-1], 4),
+    mid = median_run(runs)
+    out = {"median_gb_per_s": round(mid["gb_per_s"], 4), "min_gb_per_s": mid["min_gb_per_s"],
+           "max_gb_per_s": mid["max_gb_per_s"],
            "median_seconds": round(statistics.median(r["seconds"] for r in runs), 3), "runs": len(runs)}
-    for key in ("peak_rss_minus_held", "rss_over_base", "hedges", "memory_limit_bytes"):
-        if all(key in r for r in runs):
-            out[key] = max(r[key] for r in runs)
-    return out
+    return out | {k: mid[k] for k in ("peak_rss_minus_held", "rss_over_base", "hedges", "memory_limit_bytes") if k in mid}
 
 
 def main() -> None:
