@@ -50,16 +50,24 @@ TARGET_SHARE = 0.90
 
 
 # --------------------------------------------------------------------------- set-up
-def load_slice(trace: str, slice_text: str, peak_replicas: float, seed: int):
+def load_slice(trace: str, slice_text: str, peak_replicas: float, seed: int, warmup_s: float = 0.0):
+    """The scored slice, and the workload both sides replay: the slice with `warmup_s` of the same
+    trace before it, at the slice's own scale factor (the scored requests are the same)."""
     from autoscaler.sim.profile import load_profile
     from autoscaler.sim.runner import parse_slice
     from autoscaler.sim.traces import load_workload
 
     profile = load_profile(PROFILE)
     start_s, end_s = parse_slice(slice_text)
-    workload = load_workload(trace, profile=profile, peak_replicas=peak_replicas, start_s=start_s, end_s=end_s,
-                             seed=seed)
-    return profile, workload
+    scored = load_workload(trace, profile=profile, peak_replicas=peak_replicas, start_s=start_s, end_s=end_s,
+                           seed=seed)
+    if warmup_s <= 0:
+        return profile, scored, scored
+    if start_s - warmup_s < 0:
+        raise ValueError(f"--warmup {warmup_s:g} s reaches before the trace's start (the slice starts at {start_s:g} s)")
+    replay = load_workload(trace, profile=profile, factor=scored.scale, start_s=start_s - warmup_s, end_s=end_s,
+                           seed=seed)
+    return profile, scored, replay
 
 
 def autoscaler_spec(profile, deployment: str, max_replicas: int) -> dict:
@@ -115,6 +123,11 @@ def tick_record(obs, decision) -> dict:
             "reason": str(decision.reason), "waiting": obs.waiting_requests, "running": obs.running_requests,
             "kv": obs.kv_cache_usage, "request_rate": obs.request_rate, "gen_rate": obs.generation_token_rate,
             "ttft_p95": obs.ttft_p95}
+
+
+def scored_ticks(ticks: list[dict], start_s: float) -> list[dict]:
+    """The simulator's ticks inside the scored slice (warm-up ticks dropped)."""
+    return [t for t in ticks if t["t"] >= start_s]
 
 
 def run_simulator(workload, profile, spec: dict, interval_s: float, n0: int) -> list[dict]:
@@ -493,7 +506,10 @@ def write_report(result: dict, stem: str) -> None:
              f"factor {s['factor']:.3g}: its busiest minute needs {s['peak_replicas']:g} replicas), replayed in real "
              f"time (no compression); profile {PROFILE}, cold start {s['cold_start_s']:.1f} s; policy warmscale built "
              f"from the same ModelAutoscaler spec on both sides, tick every {s['interval_s']:g} s, "
-             f"{s['initial_replicas']} replicas at the start, max {s['max_replicas']}.", "",
+             f"{s['initial_replicas']} replicas at the start, max {s['max_replicas']}. Both sides first replay the "
+             f"{s.get('warmup_s', 0):g} s of the trace before the slice, unscored (warm-up: a full rate window and "
+             f"the policy's stable window, so that neither side's start-up is scored); times below are from the "
+             f"slice's start.", "",
              f"Agreement = share of the simulator's ticks at which the live Deployment's spec.replicas is within "
              f"+-{TOLERANCE} of the simulator's desired replicas (target >= {TARGET_SHARE:.0%}). Baseline (same run): a "
              f"fleet that stays at its initial size.", "",
@@ -538,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
                                             "3 the test ground failed to start")
     parser.add_argument("--trace", default="azure-conv")
     parser.add_argument("--slice", default="20m:35m", help="START:END on the trace's clock (default: 15 minutes)")
+    parser.add_argument("--warmup", type=float, default=360.0,
+                        help="seconds of the trace before the slice that both sides replay unscored (default 360: "
+                             "a full 60 s rate window and the 300 s stable window; 0 scores from a cold start)")
     parser.add_argument("--peak-replicas", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=5.0, help="tick interval in seconds (both sides)")
     parser.add_argument("--loops", default="controller,reference", help="comma-separated: controller, reference")
@@ -557,18 +576,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     try:
-        profile, workload = load_slice(args.trace, args.slice, args.peak_replicas, args.seed)
+        profile, scored, workload = load_slice(args.trace, args.slice, args.peak_replicas, args.seed, args.warmup)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    warmup_s = scored.start_s - workload.start_s
     n0 = initial_replicas(workload, profile)
     spec = autoscaler_spec(profile, "sim", args.max_replicas)
-    log(f"{args.trace} {args.slice}: {len(workload):,} requests over {workload.duration_s / 60:.1f} min; "
-        f"initial fleet {n0}")
+    log(f"{args.trace} {args.slice}: {len(scored):,} requests over {scored.duration_s / 60:.1f} min, after "
+        f"{warmup_s:g} s of warm-up (not scored); initial fleet {n0}")
     t_sim = time.perf_counter()
-    sim_ticks = run_simulator(workload, profile, spec, args.interval, n0)
-    log(f"simulator: {len(sim_ticks)} ticks in {time.perf_counter() - t_sim:.1f} s; desired "
-        f"{min(t['desired'] for t in sim_ticks)}-{max(t['desired'] for t in sim_ticks)}")
+    sim_all = run_simulator(workload, profile, spec, args.interval, n0)
+    sim_ticks = scored_ticks(sim_all, scored.start_s)
+    log(f"simulator: {len(sim_all)} ticks ({len(sim_ticks)} scored) in {time.perf_counter() - t_sim:.1f} s; desired "
+        f"{min(t['desired'] for t in sim_ticks)}-{max(t['desired'] for t in sim_ticks)} in the scored slice")
     from tests.ground.procs import PartFailedToStart
 
     try:
@@ -576,16 +597,17 @@ def main(argv: list[str] | None = None) -> int:
     except PartFailedToStart as exc:
         print(f"error: the test ground did not start: {exc}", file=sys.stderr)
         return 3
-    summary = summarize(sim_ticks, live, workload.start_s, n0)
+    # times relative to the scored slice's start on both sides (the live replay began warmup_s earlier)
+    summary = summarize(sim_ticks, {**live, "wall0": live["wall0"] + warmup_s}, scored.start_s, n0)
     result = {
         "setup": {"argv": sys.argv[1:] if argv is None else argv, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "machine": machine_load(), "trace": args.trace, "slice": args.slice,
-                  "duration_min": workload.duration_s / 60, "requests": len(workload), "factor": workload.scale,
+                  "machine": machine_load(), "trace": args.trace, "slice": args.slice, "warmup_s": warmup_s,
+                  "duration_min": scored.duration_s / 60, "requests": len(scored), "factor": scored.scale,
                   "peak_replicas": args.peak_replicas, "cold_start_s": profile.cold_start.total_s,
                   "interval_s": args.interval, "initial_replicas": n0, "max_replicas": args.max_replicas,
                   "loops": loops, "repeats": args.repeats},
         "by_loop": by_loop(summary["fleets"]), **summary,
-        "simulator": {"ticks": sim_ticks}, "live": live,
+        "simulator": {"ticks": sim_all}, "live": live,
         "notes": NOTES,
     }
     write_report(result, args.out)
@@ -598,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 NOTES = [
+    "Why a warm-up: from a cold start the two sides' rates differ for the first rate window. The simulator's "
+    "direct sensing computes Prometheus' rate() (extrapolated over the full 60 s window), so with an empty history "
+    "its request rate ramps from ~0 to the true level over the first minute; warmscale's trend signal reads that "
+    "ramp as rising demand and orders replicas, which the 300 s stable window then keeps. The live sensor "
+    "(autoscaler/metrics/observe.py) divides by the span its samples cover and reads the true rate from its second "
+    "scrape, so it sees no ramp. Scored from a cold start (--warmup 0), a 5-minute slice lies inside that transient "
+    "(the earlier 15% of the controller).",
     "Known differences between the two sides, by construction:",
     "- request_rate: the simulator counts arrivals at its gateway; live, it is the rate of vllm:request_success_total "
     "(finished requests), which lags arrivals by the queueing and generation time and is capped by capacity.",
