@@ -73,12 +73,17 @@ def _config(args):
                             metrics_url_template=args.metrics_url_template, workers=args.workers, **extra)
 
 
-def _api_client(kubeconfig: str | None):
+def _api_client(kubeconfig: str | None, workers: int = 8):
     import kubernetes
+    configuration = kubernetes.client.Configuration()
     if kubeconfig:
-        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
-    kubernetes.config.load_incluster_config()
-    return kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    # one connection per worker, plus the three watches that each hold one, the Lease and the API:
+    # the default (5 per CPU) makes a busy controller discard connections and open new TLS sessions
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, workers + 8)
+    return kubernetes.client.ApiClient(configuration)
 
 
 def run(args) -> int:
@@ -89,7 +94,7 @@ def run(args) -> int:
         print(f"warmscale controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        client = _api_client(args.kubeconfig)
+        client = _api_client(args.kubeconfig, args.workers)
     except Exception as exc:  # noqa: BLE001 - kubeconfig/in-cluster errors come in many types
         where = args.kubeconfig or "in-cluster ServiceAccount (no --kubeconfig given)"
         print(f"warmscale controller: cannot load Kubernetes credentials from {where}: {exc}", file=sys.stderr)

@@ -114,3 +114,20 @@ def test_cached_modelautoscalers_drop_managed_fields_and_keep_the_rest():
     out = _strip_managed_fields(obj)
     assert "managedFields" not in out["metadata"] and out["metadata"]["uid"] == "uid-engine"
     assert out["status"] == {"policyState": {"encoding": "json", "data": "{}"}} and out["spec"] == _spec()
+
+
+def test_the_cli_client_pools_a_connection_per_worker_and_keeps_the_kubeconfig_credentials(tmp_path):
+    import yaml
+
+    from autoscaler.controller.cli import _api_client
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "abc"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]}))
+    client = _api_client(str(kubeconfig), workers=32)
+    assert client.configuration.host == "https://127.0.0.1:6443"
+    assert "Bearer abc" in client.configuration.api_key.values()
+    assert client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 40
