@@ -172,6 +172,34 @@ class ControllerProcess:
         self.log.close()
 
 
+FLOOR_SCRIPT = """
+import json, statistics, sys, time
+from autoscaler.metrics.scrape import Scraper
+urls, model_of, rounds, workers = json.loads(sys.stdin.read())
+times = []
+with Scraper(timeout_s=5.0, max_workers=workers) as scraper:
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        futures = [scraper._pool.submit(scraper.scrape_one, pod, url, model_of[pod]) for pod, url in urls.items()]
+        bad = sum(f.result().sample is None for f in futures)
+        times.append(time.perf_counter() - t0)
+print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "failed": bad}))
+"""
+
+
+def scrape_floor(emulator, pods: dict[str, list[str]], rounds: int, workers: int) -> dict:
+    """Baseline in the same run: one scrape of every Ready pod through the emulator, with the
+    controller's own scraper code and pool size, from a separate process (as the controller is)
+    and nothing else of the controller. The emulated engines' serving time is a floor no tick
+    can go under on this machine."""
+    urls = {p: emulator.metrics_url_template.format(name=p, namespace=NAMESPACE, ip="")
+            for ps in pods.values() for p in ps}
+    model_of = {p: name for name, ps in pods.items() for p in ps}
+    out = subprocess.run([sys.executable, "-c", FLOOR_SCRIPT], input=json.dumps([urls, model_of, rounds, workers]),
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
+    return json.loads(out.stdout)
+
+
 def next_tick(ctl: ControllerProcess, after: float, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -249,6 +277,9 @@ def write_report(result: dict, stem: str) -> None:
              "| measure | value | target |", "|---|---|---|",
              f"| tick wall time p99 (warm ticks) | {t['p99']:.2f} s (median {t['median']:.2f}, range {t['min']:.2f}-{t['max']:.2f}) | <= 5 s |",
              f"| first tick (builds every model) | {result['first_tick_s']:.2f} s | |",
+             f"| baseline: one scrape of every pod, the controller's scraper alone (same run, 5 rounds) | "
+             f"{result['scrape_floor']['median_s']:.2f} s (range {result['scrape_floor']['min_s']:.2f}-"
+             f"{result['scrape_floor']['max_s']:.2f}) | |",
              f"| controller RSS max | {result['rss_mb']['max']:.0f} MB (median {result['rss_mb']['median']:.0f}) | <= 300 MB |",
              f"| API writes per idle tick (baseline, {b['count']} ticks) | {b['writes_per_tick_median']} | ~0 |",
              f"| API writes per changed decision ({c['count']} ticks; pod annotations apart) | "
@@ -298,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         with FleetEmulator(load_profile("tiny-llama-cpu"), namespace=NAMESPACE) as emulator:
             for name in names:
                 emulator.set_pods(name, {p: True for p in pods.get(name, [])})
+            floor = scrape_floor(emulator, pods, rounds=5, workers=max(16, 2 * args.workers))
+            log(f"scrape floor (every pod once, the controller's scraper alone): median {floor['median_s']:.2f} s "
+                f"(range {floor['min_s']:.2f}-{floor['max_s']:.2f}), failed {floor['failed']}")
             ctl = ControllerProcess(kubeconfig, emulator.metrics_url_template, args.interval, free_port(),
                                     args.workers, Path(tmp) / "controller.log")
             try:
@@ -307,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 log_tail = (Path(tmp) / "controller.log").read_text()[-2000:]
     result = summarize(rows, args.models, args)
     result["controller_log_tail"] = log_tail
+    result["scrape_floor"] = floor
     write_report(result, args.out)
     log(f"tick p99 {result['tick_s']['p99']:.2f} s, RSS max {result['rss_mb']['max']:.0f} MB, writes per changed "
         f"decision {result['changed_ticks']['writes_per_changed_decision_median']}; "
