@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 WORK = RESULTS / "tmp" / "coldstart"
 PY = sys.executable
+LOGS = [WORK / "logs"]  # per run: WORK / "logs" / <result file name>
 
 STAGES = ("fetch", "process", "engine", "weights", "warmup", "ready", "first_token")
 # (event, pattern) in the order the events happen; each is matched on the first line at or after the
@@ -117,6 +118,9 @@ def find_events(lines: list[tuple[float, str]]) -> dict[str, float]:
                 tag = ENGINE_LINE.search(text)
                 if tag and (tag.group("pid") != loader_pid or POST_LOAD.search(text)):
                     events["loaded"] = lines[j][0]
+                    # The loader's last line (its own report, a progress bar closing): after it, the
+                    # weights are repacked for the kernels and the engine core resumes.
+                    events["read_end"] = lines[j - 1][0] if j - 1 > i else lines[i][0]
                     start = j
                     break
             else:
@@ -132,6 +136,9 @@ def stage_times(events: dict[str, float]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for stage, (a, b) in zip(STAGES, zip(order, order[1:])):
         out[stage] = round(times[b] - times[a], 3) if a in times and b in times else None
+    if all(k in times for k in ("load", "read_end", "loaded")):  # the weights stage, split (not in the sum)
+        out["weights_read"] = round(times["read_end"] - times["load"], 3)
+        out["weights_after_read"] = round(times["loaded"] - times["read_end"], 3)
     return out
 
 
@@ -282,7 +289,7 @@ def one_start(tier: str, run: int, model: str, args: argparse.Namespace, *, extr
     """One start: t0, ``before_spawn()`` (tier b's download), spawn, wait for /health, one completion."""
     result = Start(tier, run)
     port = free_port()
-    log_path = WORK / "logs" / f"{tier}-{run}.log"
+    log_path = LOGS[0] / f"{tier}-{run}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if before_spawn is not None:
@@ -352,7 +359,7 @@ def sleep_wake(run: int, model: str, args: argparse.Namespace, cache_root: Path)
     completion. The engine's own start is not part of this tier's total."""
     result = Start("g", run)
     port = free_port()
-    log_path = WORK / "logs" / f"g-{run}.log"
+    log_path = LOGS[0] / f"g-{run}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = engine_argv(model, port, args, ["--enable-sleep-mode"], compile_on=False)
     env = engine_env(args, cache_root, {"VLLM_SERVER_DEV_MODE": "1"})
@@ -472,6 +479,33 @@ TIER_TITLES = {
 }
 
 
+def read_log(path: Path) -> list[tuple[float, str]]:
+    """The time-stamped lines a LineReader wrote."""
+    lines = []
+    for raw in path.read_text(errors="replace").splitlines():
+        if m := re.match(r"^\s*(-?[0-9]+\.[0-9]+) (.*)$", raw):
+            lines.append((float(m.group(1)), m.group(2)))
+    return lines
+
+
+def reparse(json_path: Path) -> int:
+    """Recompute every start's log events and stages from its saved log (after a parser change)."""
+    saved = json.loads(json_path.read_text())
+    starts = []
+    for item in saved["starts"]:
+        start = Start(**item)
+        if start.error is None and start.total_s is not None and (ROOT / start.log).exists():
+            kept = {k: v for k, v in start.events.items() if k in ("spawn", "health", "token")}
+            start.events = {**kept, **{k: round(v, 3) for k, v in find_events(read_log(ROOT / start.log)).items()}}
+            start.stages = stage_times(start.events)
+            start.adds_up = stages_add_up(start.stages, start.total_s)
+        starts.append(start)
+    args = argparse.Namespace(device=saved["device"], runs=saved["runs_per_tier"], f_runs=saved["f_pairs"],
+                              out=str(json_path.with_suffix("")), quick=False)
+    print(render_md(write_results(starts, saved.get("notes", {}), saved["checkpoint"], args)))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="2GB", help="checkpoint size (e.g. 2GB, 300MB)")
@@ -485,7 +519,10 @@ def main() -> int:
     p.add_argument("--start-timeout", type=float, default=900)
     p.add_argument("--quick", action="store_true", help="--runs 1 --size 300MB, results under bench/results/tmp")
     p.add_argument("--out", default=None, help="result file stem (default bench/results/coldstart_ladder)")
+    p.add_argument("--reparse", type=Path, help="recompute the stages of a saved result file from its logs, and stop")
     args = p.parse_args()
+    if args.reparse:
+        return reparse(args.reparse)
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the engine and the S3 server on the way out
@@ -494,6 +531,7 @@ def main() -> int:
     from loader.cli import parse_size
 
     size = parse_size(args.size)
+    LOGS[0] = WORK / "logs" / (Path(args.out).name if args.out else "quick" if args.quick else "coldstart_ladder")
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
     WORK.mkdir(parents=True, exist_ok=True)
     drop_page_cache = load_bench_loader().drop_page_cache
@@ -659,12 +697,13 @@ def render_md(r: dict) -> str:
         f"{m['shards']} shards. Medians over the runs counted in \"runs ok\" ({r['runs_per_tier']} planned per tier, "
         f"tier f: {r['f_pairs']} pair(s)), "
         f"{r['order']}; seconds from the scale decision (t0), min-max in brackets.", "",
-        "| tier | total | " + " | ".join(STAGES) + " | data path (fetch + weights) | runs ok | stages add up |",
-        "|---|---|" + "---|" * len(STAGES) + "---|---|---|",
+        "| tier | total | " + " | ".join(STAGES) + " | weights: read / after | data path (fetch + weights) | runs ok "
+        "| stages add up |",
+        "|---|---|" + "---|" * len(STAGES) + "---|---|---|---|",
     ]
     for tier, t in r["tiers"].items():
         if "total_s" not in t:
-            lines.append(f"| {t['title']} | unavailable: {'; '.join(t['errors'])} |" + " |" * (len(STAGES) + 1) +
+            lines.append(f"| {t['title']} | unavailable: {'; '.join(t['errors'])} |" + " |" * (len(STAGES) + 2) +
                          f" {t['ok']}/{t['runs']} | |")
             continue
         tot = t["total_s"]
@@ -673,7 +712,9 @@ def render_md(r: dict) -> str:
             s = t["stages_s"].get(stage)
             cells.append(f"{s['median']:.2f}" if s else "-")
         lines.append(f"| {t['title']} | **{tot['median']:.1f}** [{tot['min']:.1f}-{tot['max']:.1f}] | " +
-                     " | ".join(cells) + " | " + (f"{t['data_path_s']['median']:.2f} [{t['data_path_s']['min']:.2f}-"
+                     " | ".join(cells) + " | " + (
+                         f"{t['stages_s']['weights_read']['median']:.2f} / {t['stages_s']['weights_after_read']['median']:.2f}"
+                         if "weights_read" in t["stages_s"] else "-") + " | " + (f"{t['data_path_s']['median']:.2f} [{t['data_path_s']['min']:.2f}-"
                                                   f"{t['data_path_s']['max']:.2f}]" if "data_path_s" in t else "-") +
                      f" | {t['ok']}/{t['runs']} | {'yes' if t['stages_add_up'] else 'NO'} |")
     lines += ["", "## Targets (issue 14)", ""]
@@ -683,6 +724,9 @@ def render_md(r: dict) -> str:
               "engine = banner to \"Starting to load model\"; weights = that to the engine core's next line "
               "(model construction, loading, repacking; on a GPU runner \"Model loading took\"); warmup = that to \"init engine (profile, create kv cache, warmup model)\"; "
               "ready = that to /health 200; first_token = one 1-token completion. "
+              "weights: read / after splits the weights stage at the loader's last line (its report or progress "
+              "bar): reading and copying the tensors, then repacking them for the CPU kernels until the engine "
+              "core resumes. "
               "Per-start events, vLLM's own reported times and logs are in coldstart_ladder.json."]
     if r.get("notes"):
         lines += ["", "Notes: " + json.dumps(r["notes"])]

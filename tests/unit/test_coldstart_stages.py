@@ -41,7 +41,8 @@ def _lines(loading: list[str]) -> list[tuple[float, str]]:
 ])
 def test_loaded_is_the_first_engine_line_that_loading_did_not_print(loading):
     events = coldstart.find_events(_lines(loading))
-    assert events == {"banner": 10.0, "load": 20.0, "loaded": 30.0, "init": 45.0}
+    read_end = 20.0 + len(loading) if loading else 20.0
+    assert events == {"banner": 10.0, "load": 20.0, "read_end": read_end, "loaded": 30.0, "init": 45.0}
 
 
 def test_a_gpu_runner_in_the_engine_core_process_ends_loading_with_its_own_line():
@@ -51,7 +52,7 @@ def test_a_gpu_runner_in_the_engine_core_process_ends_loading_with_its_own_line(
              (22.0, core_load + "Loading weights took 1.50 seconds"),
              (23.0, core_load + "Model loading took 15.2 GiB memory and 3.000000 seconds"),
              (40.0, CORE + "init engine (profile, create kv cache, warmup model) took 17.00 s")]
-    assert coldstart.find_events(lines) == {"banner": 10.0, "load": 20.0, "loaded": 23.0, "init": 40.0}
+    assert coldstart.find_events(lines) == {"banner": 10.0, "load": 20.0, "read_end": 22.0, "loaded": 23.0, "init": 40.0}
 
 
 def test_markers_are_found_in_order_only():
@@ -74,6 +75,9 @@ def test_stages_are_consecutive_and_add_up_to_the_total():
                       "ready": 5.5, "first_token": 0.5}
     assert coldstart.stages_add_up(stages, total=51.0)
     assert not coldstart.stages_add_up(stages, total=60.0)  # 51 vs 60: 15 % off
+    split = coldstart.stage_times({**events, "read_end": 26.0})
+    assert (split["weights_read"], split["weights_after_read"]) == (6.0, 4.0)
+    assert {k: split[k] for k in stages} == stages  # the split is extra, not a stage of the sum
 
 
 def test_a_missing_or_negative_stage_fails_the_check():
