@@ -5,7 +5,9 @@ Prometheus would: gauges summed (waiting, running) or averaged (KV usage) over t
 the newest scrape round; rates as counter increases over the last `rate_window_s` divided by the
 window covered (a counter that goes down restarted from zero, as in PromQL's `rate`); TTFT p95 by
 `histogram_quantile` over the bucket increases in the window. `metrics_time` is the newest sample's
-time. Nothing is invented: a field the scrapes cannot give is `None`, and `Reading.reasons` says why.
+time. A Ready pod whose scrape fails keeps its last sample for up to `gauge_max_age_s` (Prometheus
+keeps a series' last value through a missed scrape); past that its gauges are unknown. Nothing is
+invented: a field the scrapes cannot give is `None`, and `Reading.reasons` says why.
 """
 from __future__ import annotations
 
@@ -111,11 +113,14 @@ class ObservationBuilder:
     Call `build()` once per tick with that tick's samples; pods come and go freely (a pod's history
     is dropped once it is older than the window)."""
 
-    def __init__(self, model: str, rate_window_s: float = 60.0):
+    def __init__(self, model: str, rate_window_s: float = 60.0, gauge_max_age_s: float = 15.0):
         if rate_window_s <= 0:
             raise ValueError(f"rate_window_s must be > 0, got {rate_window_s!r}")
+        if gauge_max_age_s < 0:
+            raise ValueError(f"gauge_max_age_s must be >= 0, got {gauge_max_age_s!r}")
         self.model = model
         self.rate_window_s = rate_window_s
+        self.gauge_max_age_s = gauge_max_age_s
         self._pods: dict[str, _History] = {}
         self._router = _History()
 
@@ -139,7 +144,7 @@ class ObservationBuilder:
         reasons = [f"pod {pod}: {err}" for pod, err in sorted((errors or {}).items())]
         times = [s.time for s in samples.values()] + ([router.time] if router is not None else [])
         metrics_time = max(times) if times else None
-        gauges = self._gauges(samples, ready_replicas, reasons)
+        gauges = self._gauges(now, samples, ready_replicas, reasons, errors or {})
         rates = self._rates(metrics_time, reasons)
         arrival_rate, held = self._router_fields(metrics_time, router)
         obs = Observation(model=self.model, time=now, ready_replicas=ready_replicas,
@@ -149,10 +154,13 @@ class ObservationBuilder:
         age = now - metrics_time if metrics_time is not None else None
         return Reading(obs, missing, tuple(reasons), age, "direct")
 
-    def _gauges(self, samples: Mapping[str, EngineSample], ready: int, reasons: list[str]) -> dict:
+    def _gauges(self, now: float, samples: Mapping[str, EngineSample], ready: int, reasons: list[str],
+                errors: Mapping[str, str]) -> dict:
         if ready == 0:
             # No Ready engine holds any request; KV usage of no engine is undefined.
             return {"waiting_requests": 0.0, "running_requests": 0.0, "kv_cache_usage": None}
+        if len(samples) < ready:
+            samples = self._stand_ins(now, samples, errors, reasons)
         if len(samples) < ready:
             reasons.append(f"{len(samples)} of {ready} Ready pods scraped: queue, running and KV usage unknown")
             return {"waiting_requests": None, "running_requests": None, "kv_cache_usage": None}
@@ -165,6 +173,19 @@ class ObservationBuilder:
         for name, value in out.items():
             if value is None:
                 reasons.append(f"{name}: a Ready pod's /metrics lacks the series")
+        return out
+
+    def _stand_ins(self, now: float, samples: Mapping[str, EngineSample], errors: Mapping[str, str],
+                   reasons: list[str]) -> dict[str, EngineSample]:
+        """A Ready pod whose scrape failed this round keeps its last sample for up to
+        `gauge_max_age_s`, as Prometheus keeps a series' last value through a missed scrape."""
+        out = dict(samples)
+        for pod in errors:
+            history = self._pods.get(pod)
+            last = history.samples[-1] if history and history.samples else None
+            if pod not in out and last is not None and now - last.time <= self.gauge_max_age_s:
+                out[pod] = last
+                reasons.append(f"pod {pod}: its sample from {now - last.time:.1f} s ago stands in for this round's")
         return out
 
     def _rates(self, end: float | None, reasons: list[str]) -> dict:

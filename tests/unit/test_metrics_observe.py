@@ -136,3 +136,28 @@ def test_without_a_router_arrivals_are_none():
 def test_window_must_be_positive():
     with pytest.raises(ValueError, match="rate_window_s must be > 0, got 0"):
         ObservationBuilder("m", rate_window_s=0)
+
+
+def test_a_missed_scrape_keeps_the_pods_last_sample_for_a_while_as_prometheus_would():
+    b = ObservationBuilder("m", gauge_max_age_s=15.0)
+    b.build(5.0, {"p1": sample(5.0, waiting=1), "p2": sample(5.0, waiting=4, running=3, kv=0.5)}, 2, 0)
+    r = b.build(10.0, {"p1": sample(10.0, waiting=2, kv=0.1)}, ready_replicas=2, loading_replicas=0,
+                errors={"p2": "scrape of http://127.0.0.1:9/metrics failed: ReadTimeout"})
+    o = r.observation
+    assert o.waiting_requests == 6.0 and o.running_requests == 3.0 and o.kv_cache_usage == pytest.approx(0.3)
+    assert "waiting_requests" not in r.missing and "running_requests" not in r.missing
+    assert any("p2" in line and "5.0 s ago stands in" in line for line in r.reasons)
+    assert any("p2" in line and "ReadTimeout" in line for line in r.reasons)
+
+
+def test_a_pod_silent_for_longer_than_the_gauge_age_leaves_the_gauges_unknown():
+    b = ObservationBuilder("m", gauge_max_age_s=15.0)
+    b.build(5.0, {"p1": sample(5.0), "p2": sample(5.0, waiting=4)}, 2, 0)
+    r = b.build(25.0, {"p1": sample(25.0)}, ready_replicas=2, loading_replicas=0, errors={"p2": "timed out"})
+    assert r.observation.waiting_requests is None and "waiting_requests" in r.missing
+    assert not any("stands in" in line for line in r.reasons)
+
+
+def test_gauge_age_must_not_be_negative():
+    with pytest.raises(ValueError, match="gauge_max_age_s must be >= 0"):
+        ObservationBuilder("m", gauge_max_age_s=-1)
