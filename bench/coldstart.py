@@ -194,6 +194,30 @@ def model_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file())
 
 
+REPORTED = (("vllm_loading_weights_s", r"Loading weights took ([0-9.]+) seconds"),
+    ("warmscale_line", r"(warmscale loaded .*)"),
+    ("init_engine_s", r"warmup model\) took ([0-9.]+) s"),
+    ("runai_line", r"(Overall time to stream .*)"),
+    ("compile_dynamo_s", r"Dynamo bytecode transform time: ([0-9.]+) s"),
+    ("compile_graph", r"(Compiling a graph for compile range .*)"),
+    ("compile_cache_hit", r"(Directly load the compiled graph.*)"),
+    ("compile_aot_hit", r"(Directly load AOT compilation.*)"),
+    ("compile_cache_load_failure", r"(Compiling model again due to a load failure.*)"),
+    ("compile_aot_saved", r"(saved AOT compiled function .*)"),
+    ("compile_warmup_s", r"Initial profiling/warmup run took ([0-9.]+) s"),
+)
+
+
+def reported_lines(lines: list[tuple[float, str]]) -> dict[str, str]:
+    """What vLLM and the loaders say about themselves (their own times, compile-cache hits and misses)."""
+    out: dict[str, str] = {}
+    for _, text in lines:
+        for key, pat in REPORTED:
+            if key not in out and (m := re.search(pat, text)):
+                out[key] = m.group(1)
+    return out
+
+
 # ---------------------------------------------------------------- one start
 
 
@@ -332,17 +356,7 @@ def one_start(tier: str, run: int, model: str, args: argparse.Namespace, *, extr
         result.events = {k: round(v, 3) for k, v in events.items()}
         result.stages = stage_times(result.events)
         result.adds_up = stages_add_up(result.stages, result.total_s)
-        for _, text in lines:
-            for key, pat in (("vllm_loading_weights_s", r"Loading weights took ([0-9.]+) seconds"),
-                             ("warmscale_line", r"(warmscale loaded .*)"),
-                             ("init_engine_s", r"warmup model\) took ([0-9.]+) s"),
-                             ("runai_line", r"(Overall time to stream .*)"),
-                             ("compile_dynamo_s", r"Dynamo bytecode transform time: ([0-9.]+) s"),
-                             ("compile_graph", r"(Compiling a graph for compile range .*)"),
-                             ("compile_cache_hit", r"(Directly load the compiled graph.*)"),
-                             ("compile_aot_hit", r"(Directly load AOT compilation.*)")):
-                if (m := re.search(pat, text)) and key not in result.reported:
-                    result.reported[key] = m.group(1)
+        result.reported = reported_lines(lines)
         return result
     except Exception as exc:  # noqa: BLE001 - one failed start is recorded, the ladder goes on
         result.error = f"{type(exc).__name__}: {exc}; see {log_path}"
@@ -499,6 +513,8 @@ def reparse(json_path: Path) -> int:
             start.events = {**kept, **{k: round(v, 3) for k, v in find_events(read_log(ROOT / start.log)).items()}}
             start.stages = stage_times(start.events)
             start.adds_up = stages_add_up(start.stages, start.total_s)
+        if (ROOT / start.log).exists():
+            start.reported = reported_lines(read_log(ROOT / start.log))
         starts.append(start)
     args = argparse.Namespace(device=saved["device"], runs=saved["runs_per_tier"], f_runs=saved["f_pairs"],
                               out=str(json_path.with_suffix("")), quick=False)
@@ -519,6 +535,8 @@ def main() -> int:
     p.add_argument("--start-timeout", type=float, default=900)
     p.add_argument("--quick", action="store_true", help="--runs 1 --size 300MB, results under bench/results/tmp")
     p.add_argument("--out", default=None, help="result file stem (default bench/results/coldstart_ladder)")
+    p.add_argument("--compile-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the tier-f starts (e.g. VLLM_USE_AOT_COMPILE=0)")
     p.add_argument("--reparse", type=Path, help="recompute the stages of a saved result file from its logs, and stop")
     args = p.parse_args()
     if args.reparse:
@@ -617,7 +635,10 @@ def main() -> int:
                     with w.open("rb") as f:
                         while f.read(1 << 24):
                             pass
-                s = one_start("f_cold", run, str(ckpt), args, cache_root=cold_root, compile_on=True)
+                compile_env = dict(kv.split("=", 1) for kv in args.compile_env)
+                notes["compile_env"] = compile_env
+                s = one_start("f_cold", run, str(ckpt), args, cache_root=cold_root, compile_on=True,
+                              extra_env=compile_env)
                 starts.append(s)
                 print(json.dumps(s.to_json()), flush=True)
                 write_results(starts, notes, meta, args)
@@ -625,7 +646,8 @@ def main() -> int:
                 shutil.rmtree(staged_root, ignore_errors=True)
                 shutil.copytree(cold_root, staged_root)  # what the warm pool would stage next to the weights
                 notes[f"compile_cache_bytes_{run}"] = sum(p.stat().st_size for p in model_files(staged_root))
-                s = one_start("f_staged", run, str(ckpt), args, cache_root=staged_root, compile_on=True)
+                s = one_start("f_staged", run, str(ckpt), args, cache_root=staged_root, compile_on=True,
+                              extra_env=compile_env)
                 starts.append(s)
                 print(json.dumps(s.to_json()), flush=True)
 
@@ -728,6 +750,13 @@ def render_md(r: dict) -> str:
               "bar): reading and copying the tensors, then repacking them for the CPU kernels until the engine "
               "core resumes. "
               "Per-start events, vLLM's own reported times and logs are in coldstart_ladder.json."]
+    f_starts = [x for x in r.get("starts", []) if x["tier"].startswith("f_")]
+    if f_starts:
+        lines += ["", "## Compile caches (tier f)", ""]
+        for x in f_starts:
+            said = {k: v for k, v in x.get("reported", {}).items() if k.startswith("compile") or k == "init_engine_s"}
+            lines.append(f"- {x['tier']} run {x['run']}: total {x['total_s']} s, warmup stage "
+                         f"{x.get('stages', {}).get('warmup')} s; vLLM: {json.dumps(said)}")
     if r.get("notes"):
         lines += ["", "Notes: " + json.dumps(r["notes"])]
     return "\n".join(lines) + "\n"
