@@ -502,8 +502,10 @@ def read_log(path: Path) -> list[tuple[float, str]]:
     return lines
 
 
-def reparse(json_path: Path) -> int:
-    """Recompute every start's log events and stages from its saved log (after a parser change)."""
+def reparse(json_path: Path, supplements_in: list[str] = ()) -> int:
+    """Recompute every start's log events and stages from its saved log (after a parser change), and
+    fold in supplementary runs (``NAME=PATH.json:what they measure``); findings and supplements already
+    in the file are kept."""
     saved = json.loads(json_path.read_text())
     starts = []
     for item in saved["starts"]:
@@ -518,7 +520,18 @@ def reparse(json_path: Path) -> int:
         starts.append(start)
     args = argparse.Namespace(device=saved["device"], runs=saved["runs_per_tier"], f_runs=saved["f_pairs"],
                               out=str(json_path.with_suffix("")), quick=False)
-    print(render_md(write_results(starts, saved.get("notes", {}), saved["checkpoint"], args)))
+    result = write_results(starts, saved.get("notes", {}), saved["checkpoint"], args)
+    supplements = dict(saved.get("supplements", {}))
+    for spec in supplements_in:
+        name, _, rest = spec.partition("=")
+        path, _, what = rest.partition(":")
+        sup = json.loads(Path(path).read_text())
+        supplements[name] = {"what": what, **{k: sup[k] for k in ("runs_per_tier", "order", "tiers", "targets",
+                                                                  "notes", "starts", "checkpoint")}}
+    result.update({"supplements": supplements, "findings": saved.get("findings", [])})
+    json_path.write_text(json.dumps(result, indent=1))
+    json_path.with_suffix(".md").write_text(render_md(result))
+    print(render_md(result))
     return 0
 
 
@@ -537,10 +550,12 @@ def main() -> int:
     p.add_argument("--out", default=None, help="result file stem (default bench/results/coldstart_ladder)")
     p.add_argument("--compile-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment for the tier-f starts (e.g. VLLM_USE_AOT_COMPILE=0)")
+    p.add_argument("--supplement", action="append", default=[], metavar="NAME=PATH.json:WHAT",
+                   help="with --reparse: add a supplementary run's tiers as a section")
     p.add_argument("--reparse", type=Path, help="recompute the stages of a saved result file from its logs, and stop")
     args = p.parse_args()
     if args.reparse:
-        return reparse(args.reparse)
+        return reparse(args.reparse, args.supplement)
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the engine and the S3 server on the way out
@@ -710,6 +725,39 @@ def _version(name: str) -> str | None:
     return None
 
 
+def _table(tiers: dict) -> list[str]:
+    lines = [
+        "| tier | total | " + " | ".join(STAGES) + " | weights: read / after | data path (fetch + weights) | runs ok "
+        "| stages add up |",
+        "|---|---|" + "---|" * len(STAGES) + "---|---|---|---|",
+    ]
+    for t in tiers.values():
+        if "total_s" not in t:
+            lines.append(f"| {t['title']} | unavailable: {'; '.join(t['errors'])} |" + " |" * (len(STAGES) + 2) +
+                         f" {t['ok']}/{t['runs']} | |")
+            continue
+        tot, st = t["total_s"], t["stages_s"]
+        cells = [f"{st[stage]['median']:.2f}" if stage in st else "-" for stage in STAGES]
+        split = (f"{st['weights_read']['median']:.2f} / {st['weights_after_read']['median']:.2f}"
+                 if "weights_read" in st else "-")
+        data = t.get("data_path_s")
+        data_cell = f"{data['median']:.2f} [{data['min']:.2f}-{data['max']:.2f}]" if data else "-"
+        lines.append(f"| {t['title']} | **{tot['median']:.1f}** [{tot['min']:.1f}-{tot['max']:.1f}] | "
+                     + " | ".join(cells) + f" | {split} | {data_cell} | {t['ok']}/{t['runs']} | "
+                     + ("yes" if t["stages_add_up"] else "NO") + " |")
+    return lines
+
+
+def _compile_lines(starts: list[dict]) -> list[str]:
+    out = []
+    for x in starts:
+        if x["tier"].startswith("f_"):
+            said = {k: v for k, v in x.get("reported", {}).items() if k.startswith("compile") or k == "init_engine_s"}
+            out.append(f"- {x['tier']} run {x['run']}: total {x['total_s']} s, warmup stage "
+                       f"{x.get('stages', {}).get('warmup')} s; vLLM: {json.dumps(said)}")
+    return out
+
+
 def render_md(r: dict) -> str:
     m = r["checkpoint"]
     lines = [
@@ -719,44 +767,32 @@ def render_md(r: dict) -> str:
         f"{m['shards']} shards. Medians over the runs counted in \"runs ok\" ({r['runs_per_tier']} planned per tier, "
         f"tier f: {r['f_pairs']} pair(s)), "
         f"{r['order']}; seconds from the scale decision (t0), min-max in brackets.", "",
-        "| tier | total | " + " | ".join(STAGES) + " | weights: read / after | data path (fetch + weights) | runs ok "
-        "| stages add up |",
-        "|---|---|" + "---|" * len(STAGES) + "---|---|---|---|",
+        *_table(r["tiers"]),
     ]
-    for tier, t in r["tiers"].items():
-        if "total_s" not in t:
-            lines.append(f"| {t['title']} | unavailable: {'; '.join(t['errors'])} |" + " |" * (len(STAGES) + 2) +
-                         f" {t['ok']}/{t['runs']} | |")
-            continue
-        tot = t["total_s"]
-        cells = []
-        for stage in STAGES:
-            s = t["stages_s"].get(stage)
-            cells.append(f"{s['median']:.2f}" if s else "-")
-        lines.append(f"| {t['title']} | **{tot['median']:.1f}** [{tot['min']:.1f}-{tot['max']:.1f}] | " +
-                     " | ".join(cells) + " | " + (
-                         f"{t['stages_s']['weights_read']['median']:.2f} / {t['stages_s']['weights_after_read']['median']:.2f}"
-                         if "weights_read" in t["stages_s"] else "-") + " | " + (f"{t['data_path_s']['median']:.2f} [{t['data_path_s']['min']:.2f}-"
-                                                  f"{t['data_path_s']['max']:.2f}]" if "data_path_s" in t else "-") +
-                     f" | {t['ok']}/{t['runs']} | {'yes' if t['stages_add_up'] else 'NO'} |")
     lines += ["", "## Targets (issue 14)", ""]
     for name, t in r["targets"].items():
         lines.append(f"- {name}: {json.dumps(t)}")
     lines += ["", "Stages: fetch = t0 to process spawn (boto3 download in b); process = spawn to API banner; "
               "engine = banner to \"Starting to load model\"; weights = that to the engine core's next line "
-              "(model construction, loading, repacking; on a GPU runner \"Model loading took\"); warmup = that to \"init engine (profile, create kv cache, warmup model)\"; "
+              "(model construction, loading, repacking; on a GPU runner \"Model loading took\"); warmup = that to "
+              "\"init engine (profile, create kv cache, warmup model)\"; "
               "ready = that to /health 200; first_token = one 1-token completion. "
               "weights: read / after splits the weights stage at the loader's last line (its report or progress "
               "bar): reading and copying the tensors, then repacking them for the CPU kernels until the engine "
               "core resumes. "
               "Per-start events, vLLM's own reported times and logs are in coldstart_ladder.json."]
-    f_starts = [x for x in r.get("starts", []) if x["tier"].startswith("f_")]
-    if f_starts:
-        lines += ["", "## Compile caches (tier f)", ""]
-        for x in f_starts:
-            said = {k: v for k, v in x.get("reported", {}).items() if k.startswith("compile") or k == "init_engine_s"}
-            lines.append(f"- {x['tier']} run {x['run']}: total {x['total_s']} s, warmup stage "
-                         f"{x.get('stages', {}).get('warmup')} s; vLLM: {json.dumps(said)}")
+    if compile_lines := _compile_lines(r.get("starts", [])):
+        lines += ["", "## Compile caches (tier f)", "", *compile_lines]
+    for name, sup in r.get("supplements", {}).items():
+        lines += ["", f"## Supplement: {name}", "", sup.get("what", ""), "",
+                  f"Medians of {sup['runs_per_tier']} planned run(s) per tier, {sup['order']}.", "", *_table(sup["tiers"])]
+        lines += [f"- {k}: {json.dumps(v)}" for k, v in sup["targets"].items()]
+        if compile_lines := _compile_lines(sup.get("starts", [])):
+            lines += ["", *compile_lines]
+        if sup.get("notes"):
+            lines += ["", "Notes: " + json.dumps(sup["notes"])]
+    if r.get("findings"):
+        lines += ["", "## Findings", "", *[f"- {f}" for f in r["findings"]]]
     if r.get("notes"):
         lines += ["", "Notes: " + json.dumps(r["notes"])]
     return "\n".join(lines) + "\n"
