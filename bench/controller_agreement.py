@@ -554,9 +554,10 @@ def main(argv: list[str] | None = None) -> int:
                                             "3 the test ground failed to start")
     parser.add_argument("--trace", default="azure-conv")
     parser.add_argument("--slice", default="20m:35m", help="START:END on the trace's clock (default: 15 minutes)")
-    parser.add_argument("--warmup", type=float, default=360.0,
-                        help="seconds of the trace before the slice that both sides replay unscored (default 360: "
-                             "a full 60 s rate window and the 300 s stable window; 0 scores from a cold start)")
+    parser.add_argument("--warmup", type=float, default=480.0,
+                        help="seconds of the trace before the slice that both sides replay unscored (default 480: "
+                             "the 60 s rate window, the 300 s stable window and the scale-down steps after it, "
+                             "which a cold start's transient lasts in the simulator; 0 scores from a cold start)")
     parser.add_argument("--peak-replicas", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=5.0, help="tick interval in seconds (both sides)")
     parser.add_argument("--loops", default="controller,reference", help="comma-separated: controller, reference")
