@@ -122,7 +122,7 @@ def tick_record(obs, decision) -> dict:
     return {"t": obs.time, "desired": int(decision.desired), "current": obs.current, "ready": obs.ready_replicas,
             "reason": str(decision.reason), "waiting": obs.waiting_requests, "running": obs.running_requests,
             "kv": obs.kv_cache_usage, "request_rate": obs.request_rate, "gen_rate": obs.generation_token_rate,
-            "ttft_p95": obs.ttft_p95}
+            "ttft_p95": obs.ttft_p95, "detail": decision.detail[:400]}
 
 
 def scored_ticks(ticks: list[dict], start_s: float) -> list[dict]:
