@@ -41,7 +41,7 @@ from autoscaler.controller.status import (Condition, decision_record, decode_pol
                                           merge_conditions, push_recent, rfc3339, scaling_limited)
 from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
 from autoscaler.metrics.direct import DirectSensor
-from autoscaler.metrics.observe import Reading
+from autoscaler.metrics.observe import Reading, policy_rate_window_s
 from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
 from autoscaler.metrics.scrape import Scraper
 from autoscaler.policy.overrides import apply_overrides
@@ -269,7 +269,7 @@ class Controller:
             new.last_scale_time = status.get("lastScaleTime")
         if spec.metrics.source == "direct":
             resolver = self._resolver or PodIPResolver(spec.metrics.port, spec.metrics.path)
-            new.sensor = DirectSensor(spec.model, resolver, rate_window_s=_rate_window_s(policy), scraper=self._scraper)
+            new.sensor = DirectSensor(spec.model, resolver, rate_window_s=policy_rate_window_s(policy), scraper=self._scraper)
         with self._models_lock:
             self._models[key] = new
         return new
@@ -282,7 +282,7 @@ class Controller:
             obs = Observation(model.spec.model, now, len(fleet.ready), len(fleet.loading), None, None, None, None, None, None)
             return Reading(obs, ("waiting_requests",), ("spec.metrics.source is prometheus but the controller has no --prometheus-url",),
                            None, "prometheus")
-        window = f"{max(1, round(_rate_window_s(model.policy)))}s"
+        window = f"{max(1, round(policy_rate_window_s(model.policy)))}s"
         with self._prom_lock:
             sensor = self._prom_sensors.get(window)
             if sensor is None:
@@ -480,13 +480,6 @@ def _strip_managed_fields(obj: dict) -> dict:
 def _spread(uid: str, period_s: float) -> float:
     """A model's fixed offset in [0, period_s): periodic work of many models falls on different ticks."""
     return zlib.crc32(uid.encode()) % 1000 / 1000 * period_s
-
-
-def _rate_window_s(policy) -> float:
-    """The rate window the policy was configured for (its sizing assumes rates over this window)."""
-    config = getattr(policy, "config", None) or getattr(policy, "cfg", None)
-    window = getattr(config, "rate_window_s", None)
-    return float(window) if window and window > 0 else 60.0
 
 
 def _by_target(objects: list[dict]) -> dict[tuple[str, str], list[dict]]:

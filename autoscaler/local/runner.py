@@ -25,7 +25,7 @@ from autoscaler.actuators.process import EngineProcess, EngineState, ProcessSupe
 from autoscaler.contract import Decision, Observation
 from autoscaler.local.config import LocalConfig, ModelConfig, check_config, engine_command, policy_settings
 from autoscaler.local.state import LocalState
-from autoscaler.metrics.observe import ObservationBuilder
+from autoscaler.metrics.observe import ObservationBuilder, policy_rate_window_s
 from autoscaler.metrics.scrape import EngineSample, Scraper
 from autoscaler.router.app import Router, build_app
 from autoscaler.router.endpoints import Endpoint
@@ -157,8 +157,7 @@ class LocalRunner:
             drain_timeout_s=m.drain_timeout_s, stop_grace_s=m.stop_grace_s, clock=self._clock,
             on_event=lambda kind, engine_id, data, name=m.name: self._event(name, kind, engine_id, data))
         supervisor.restarts = self.state.restarts(m.name)
-        rate_window = float(getattr(getattr(policy, "cfg", None), "rate_window_s", 60.0) or 60.0)
-        model = _Model(m, supervisor, policy, ObservationBuilder(m.name, rate_window_s=rate_window),
+        model = _Model(m, supervisor, policy, ObservationBuilder(m.name, rate_window_s=policy_rate_window_s(policy)),
                        Scraper(timeout_s=1.0, model=m.name))
         self._adopt(model)
         return model

@@ -218,3 +218,11 @@ class ObservationBuilder:
         increase, earliest = _increase({"router": self._router}, end - self.rate_window_s, end, lambda s: s.arrivals)
         rate = increase / (end - earliest) if increase is not None and end > earliest else None
         return rate, router.held
+
+
+def policy_rate_window_s(policy: object) -> float:
+    """The rate window a policy was configured for (its sizing assumes rates over this window); 60 s
+    for a policy that has none."""
+    config = getattr(policy, "config", None) or getattr(policy, "cfg", None)
+    window = getattr(config, "rate_window_s", None)
+    return float(window) if window and window > 0 else 60.0

@@ -54,7 +54,8 @@ class ThreadedServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:   # started (a server opened but never started just closes)
+            self._thread.join(timeout_s)
         self.sock.close()
 
     def __enter__(self) -> ThreadedServer:
