@@ -268,3 +268,20 @@ def test_a_connection_closed_before_any_answer_is_sent_once_more(closes, status)
     if status == 502:
         assert "closed the connection twice" in answer.json()["error"]["message"]
     assert router.inflight("m/0") == 0
+
+
+def test_served_connections_send_small_writes_at_once():
+    """asyncio turns Nagle off (TCP_NODELAY) only for connections of a socket made with IPPROTO_TCP;
+    a connection accepted on ours has it off whatever the event loop."""
+    import socket
+    from asyncio.base_events import _set_nodelay   # what asyncio's server calls on each accepted connection
+
+    listener = bind_socket("127.0.0.1", 0)
+    try:
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        with client, conn:
+            _set_nodelay(conn)
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        listener.close()
