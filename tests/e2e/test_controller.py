@@ -72,8 +72,11 @@ def test_rising_demand_scales_up_and_falling_demand_scales_back_down(installed, 
             read_ma(installed.api_client(), namespace, "engine")["status"])
         peak = wait_for(calm, 60, "the queue drained, panic over")["targetReplicas"]
         # the rates fall over the sensor's 60 s window, and the fleet follows them down
-        wait_for(lambda: _replicas(installed, namespace, "engine") < peak, 60, "scale-down once the demand falls")
-        status = read_ma(installed.api_client(), namespace, "engine")["status"]
+        # the scale is written before the status: wait for both to show the step down
+        status_now = lambda: read_ma(installed.api_client(), namespace, "engine")["status"]  # noqa: E731
+        wait_for(lambda: _replicas(installed, namespace, "engine") < peak and status_now()["targetReplicas"] < peak,
+                 60, "scale-down once the demand falls")
+        status = status_now()
         assert not ctl.error_messages()
     reasons = [e.reason for e in _events(installed, namespace) if e.involved_object.kind == "ModelAutoscaler"]
     assert "ScaledUp" in reasons and "ScaledDown" in reasons
