@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 from kubernetes.watch.watch import iter_resp_lines
 
-__all__ = ["Reflector"]
+__all__ = ["Reflector", "interrupt_watch", "object_key"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Reflector:
         self._stop.set()
         response = self._response
         if response is not None:
-            _interrupt(response)
+            interrupt_watch(response)
         self._thread.join(timeout=5)
 
     def items(self) -> list[Any]:
@@ -80,7 +80,7 @@ class Reflector:
     def _list(self) -> str:
         response = self._list_fn(_preload_content=False)
         body = json.loads(response.data)
-        items = {_key(o): self._transform(o) for o in body.get("items", [])}
+        items = {object_key(o): self._transform(o) for o in body.get("items", [])}
         with self._lock:
             self._items = items
         self.synced.set()
@@ -108,18 +108,19 @@ class Reflector:
         if kind != "BOOKMARK":
             with self._lock:
                 if kind == "DELETED":
-                    self._items.pop(_key(obj), None)
+                    self._items.pop(object_key(obj), None)
                 else:
-                    self._items[_key(obj)] = self._transform(obj)
+                    self._items[object_key(obj)] = self._transform(obj)
         return version
 
 
-def _key(obj: dict) -> tuple[str, str]:
-    meta = obj.get("metadata", {})
+def object_key(obj: dict) -> tuple[str, str]:
+    """(namespace, name) of an object as the API server sends it."""
+    meta = obj.get("metadata") or {}
     return meta.get("namespace", ""), meta.get("name", "")
 
 
-def _interrupt(response) -> None:
+def interrupt_watch(response) -> None:
     """Wake the thread blocked reading a watch stream. Closing the response from here would wait
     for that read (the socket's lock) until the watch times out; shutting the socket down ends the
     read at once, and the reading thread releases the connection itself."""

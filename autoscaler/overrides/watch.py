@@ -9,10 +9,8 @@ it), so a list right after a POST or DELETE on the same replica shows it. While 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 import kubernetes
 from kubernetes.watch.watch import iter_resp_lines
 
+from autoscaler.controller.reflector import interrupt_watch, object_key
 from autoscaler.overrides.model import GROUP, PLURAL, VERSION, ScalingOverride
 
 __all__ = ["OverrideWatch", "Entry"]
@@ -95,7 +94,7 @@ class OverrideWatch:
         self._stop.set()
         response = self._response
         if response is not None:
-            _interrupt(response)
+            interrupt_watch(response)
         self._thread.join(timeout=5)
 
     def wait_synced(self, timeout_s: float) -> bool:
@@ -122,7 +121,7 @@ class OverrideWatch:
         """An object the API server just returned for a create: in the cache now (unless the watch
         already has it, or something newer)."""
         entry = entry_of(obj)
-        key = _key(obj)
+        key = object_key(obj)
         with self._lock:
             current = self._items.get(key)
             if current is None or _newer(entry.resource_version, current.resource_version):
@@ -169,7 +168,7 @@ class OverrideWatch:
     def _list(self) -> str:
         response = self._list_fn(_preload_content=False)
         body = json.loads(response.data)
-        items = {_key(o): entry_of(o) for o in body.get("items", [])}
+        items = {object_key(o): entry_of(o) for o in body.get("items", [])}
         with self._lock:
             now = self._clock()
             self._tombstones = {k: v for k, v in self._tombstones.items() if v[1] > now}
@@ -203,7 +202,7 @@ class OverrideWatch:
         version = (obj.get("metadata") or {}).get("resourceVersion", version)
         if kind == "BOOKMARK":
             return version
-        key = _key(obj)
+        key = object_key(obj)
         uid = (obj.get("metadata") or {}).get("uid", "")
         with self._lock:
             tomb = self._tombstones.get(key)
@@ -219,19 +218,3 @@ class OverrideWatch:
                 self._version += 1
         return version
 
-
-def _key(obj: dict) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return meta.get("namespace", ""), meta.get("name", "")
-
-
-def _interrupt(response: Any) -> None:
-    """Wake the thread blocked reading the watch stream: shutting its socket down ends the read at
-    once (closing the response would wait for the read's lock until the watch times out)."""
-    connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        response.close()
-        return
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
