@@ -359,12 +359,21 @@ def one_start(tier: str, run: int, model: str, args: argparse.Namespace, *, extr
         result.reported = reported_lines(lines)
         return result
     except Exception as exc:  # noqa: BLE001 - one failed start is recorded, the ladder goes on
-        result.error = f"{type(exc).__name__}: {exc}; see {log_path}"
-        return result
+        return _failed(result, exc, log_path)
     finally:
-        stop(proc)
-        reader.join(timeout=5)
-        result.log = str(log_path.relative_to(ROOT))
+        _close(result, proc, reader, log_path)
+
+
+def _failed(result: Start, exc: Exception, log_path: Path) -> Start:
+    result.error = f"{type(exc).__name__}: {exc}; see {log_path}"
+    return result
+
+
+def _close(result: Start, proc: subprocess.Popen, reader: LineReader, log_path: Path) -> None:
+    """Stop the engine, drain its output and record where its log is."""
+    stop(proc)
+    reader.join(timeout=5)
+    result.log = str(log_path.relative_to(ROOT))
 
 
 def sleep_wake(run: int, model: str, args: argparse.Namespace, cache_root: Path) -> Start:
@@ -405,13 +414,10 @@ def sleep_wake(run: int, model: str, args: argparse.Namespace, cache_root: Path)
         result.stages = {"wake_up": round(woke, 3), "first_token": round(result.total_s - woke, 3)}
         result.adds_up = True
         return result
-    except Exception as exc:  # noqa: BLE001
-        result.error = f"{type(exc).__name__}: {exc}; see {log_path}"
-        return result
+    except Exception as exc:  # noqa: BLE001 - one failed start is recorded, the ladder goes on
+        return _failed(result, exc, log_path)
     finally:
-        stop(proc)
-        reader.join(timeout=5)
-        result.log = str(log_path.relative_to(ROOT))
+        _close(result, proc, reader, log_path)
 
 
 # ---------------------------------------------------------------- the ladder
