@@ -23,6 +23,8 @@ default) would otherwise serve a prompt seen before from cache. Load comes from
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 import statistics
 import time
@@ -237,4 +239,20 @@ def fit_profile(engine, *, max_num_seqs: int, max_num_batched_tokens: int, max_m
             "seconds": round(time.monotonic() - t_start, 1),
         },
     }
+    _add_ladder_tiers(profile)
     return profile
+
+
+def _add_ladder_tiers(profile: dict, ladder: Path | None = None) -> None:
+    """Cold-start tiers from the measured ladder (autoscaler.sim.tiers), when its results are in the checkout."""
+    from autoscaler.sim.tiers import tiers_from_ladder
+
+    ladder = ladder or Path(__file__).resolve().parents[2] / "bench" / "results" / "coldstart_ladder.json"
+    if not ladder.exists():
+        return
+    tiers, sources = tiers_from_ladder(ladder)
+    profile["cold_start"]["tiers"] = tiers
+    profile["sources"]["tiers"] = ("cold-start tiers from bench/results/coldstart_ladder.json (bench/coldstart.py, the "
+                                   "real vLLM CPU engine, 1.98 GB checkpoint) by autoscaler/sim/tiers.py")
+    for k, v in sources.items():
+        profile["sources"][f"tiers.{k}"] = v

@@ -56,7 +56,7 @@ class Replica:
     __slots__ = ("idx", "base", "per_seq", "per_kv", "inv_ptps", "max_seqs", "budget", "kv_cap", "t", "waiting",
                  "prefill", "dec", "admitted", "D", "B", "join_sum", "kv_static", "pf_rem", "busy_s", "gen_tokens",
                  "preemptions", "completed", "prompt_tokens_done", "first_out", "done_out", "hist", "state", "gpu_start", "gpu_end",
-                 "created", "ready_at", "busy_mark")
+                 "created", "ready_at", "busy_mark", "node", "tier", "gone_at")
 
     def __init__(self, idx: int, profile, first_out, done_out, hist: list[int]):
         e = profile.engine
@@ -93,6 +93,9 @@ class Replica:
         self.created = 0.0
         self.ready_at = -1.0
         self.busy_mark = 0.0
+        self.node = None                  # with SimConfig.nodes: the node it runs on, the tier its start paid
+        self.tier = None
+        self.gone_at = -1.0               # when it left its model's fleet (scaled down; asleep engines sleep from here)
 
     # ------------------------------------------------------------------ queries
     def idle(self) -> bool:

@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["EngineProfile", "EngineParams", "ColdStart", "CpuModel", "load_profile", "PROFILE_NAMES",
-           "DEFAULT_PROFILE"]
+__all__ = ["EngineProfile", "EngineParams", "ColdStart", "ColdTier", "TIERS", "CpuModel", "load_profile",
+           "PROFILE_NAMES", "DEFAULT_PROFILE"]
 
 DEFAULT_PROFILE = "h100-llama-3.1-8b"
 
@@ -42,8 +42,38 @@ class EngineParams(BaseModel):
     request_overhead_s: float = Field(default=0.0, ge=0)
 
 
+# Cold-start tiers, coldest first. Which one a start pays depends on the node it lands on
+# (autoscaler.sim.nodes): `cold` no image on the node (image pull + weights from object storage +
+# engine start); `image` the image is on the node, weights come from object storage; `staged` the
+# weights are on the node too (the warm pool); `asleep` an engine of the model sleeps on the node
+# (vLLM sleep mode) and only wakes up.
+TIERS = ("cold", "image", "staged", "asleep")
+
+
+class ColdTier(BaseModel):
+    """One tier's stages, seconds from the scale decision to Ready; the tier's cold start is their sum."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheduling_s: float = Field(default=0.0, ge=0)
+    image_pull_s: float = Field(default=0.0, ge=0)
+    weights_s: float = Field(default=0.0, ge=0)     # weights into the engine (fetch + load)
+    engine_s: float = Field(default=0.0, ge=0)      # process start, engine init, KV profiling, warm-up
+    wake_s: float = Field(default=0.0, ge=0)        # sleep mode: wake-up of an engine that slept
+
+    @property
+    def total_s(self) -> float:
+        return self.scheduling_s + self.image_pull_s + self.weights_s + self.engine_s + self.wake_s
+
+
 class ColdStart(BaseModel):
-    """A cold start is scheduling + image pull + weight load (size / bandwidth) + engine warm-up."""
+    """A cold start is scheduling + image pull + weight load (size / bandwidth) + engine warm-up.
+
+    That one number (`total_s`) is what the simulator uses unless it is given a node fleet
+    (`SimConfig.nodes`); then each start pays the tier of the node it lands on, from `tiers`
+    (a subset of TIERS: a tier a profile lacks, e.g. `asleep` on a platform without sleep mode, is
+    never offered).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +82,30 @@ class ColdStart(BaseModel):
     weights_gb: float = Field(ge=0)
     loader_gbps: float = Field(gt=0)
     warmup_s: float = Field(ge=0)
+    tiers: dict[str, ColdTier] | None = None
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_tiers(cls, v):
+        if v is not None:
+            unknown = sorted(set(v) - set(TIERS))
+            if unknown:
+                raise ValueError(f"unknown cold-start tier(s) {unknown}: expected some of {', '.join(TIERS)}")
+            if not v:
+                raise ValueError("tiers: give at least one tier, or leave tiers out")
+        return v
+
+    def tier_s(self, tier: str) -> float:
+        """Seconds from the decision to Ready for a start in `tier` (`total_s` when no tiers are given)."""
+        if self.tiers is None:
+            return self.total_s
+        try:
+            return self.tiers[tier].total_s
+        except KeyError:
+            raise KeyError(f"cold-start tier {tier!r} is not in this profile (it has {', '.join(self.tiers)})") from None
+
+    def has_tier(self, tier: str) -> bool:
+        return self.tiers is None or tier in self.tiers
 
     @property
     def weight_load_s(self) -> float:

@@ -76,6 +76,12 @@ class SimResult:
     unattainable: int = 0                   # requests no replica could serve within the SLO (counted apart)
     slo_misses: dict[str, int] = field(default_factory=dict)   # attainable requests that missed, per SLO
     bound_gpu_hours: float | None = None   # the oracle's runs: the exact optimum's value (autoscaler.sim.oracle)
+    # requests that arrived with no Ready replica of their model (the gateway held them): how many,
+    # and their TTFT (arrival -> first token) over those completed
+    held_requests: int = 0
+    held_ttft_p50_s: float | None = None
+    held_ttft_p99_s: float | None = None
+    tier_starts: dict[str, int] = field(default_factory=dict)   # starts per cold-start tier (SimConfig.nodes only)
 
     @property
     def attainment(self) -> float:
@@ -125,6 +131,8 @@ def summarize(sim, m, wall_s: float) -> SimResult:
             judged = after_warmup & attainable
             if judged.any():
                 warm_att = float(good[judged].sum() / judged.sum())
+    held = sim.cold[sl]
+    held_ok = held & ok
     h = m.horizon or {"gpu_s": 0.0, "busy_s": 0.0, "preemptions": 0}
     gpu_s = h["gpu_s"]
     tl = m.timeline
@@ -148,6 +156,8 @@ def summarize(sim, m, wall_s: float) -> SimResult:
         requests_per_wall_s=sim.total / wall_s if wall_s > 0 else 0.0,
         notes=list(w.notes), timeline={k: list(v) for k, v in tl.items()}, attainment_after_warmup=warm_att,
         unattainable=int(unattainable), slo_misses=misses,
+        held_requests=int(held.sum()), held_ttft_p50_s=_pct(ttft[held_ok], 50),
+        held_ttft_p99_s=_pct(ttft[held_ok], 99), tier_starts=dict(sorted(m.tier_starts.items())),
     )
 
 

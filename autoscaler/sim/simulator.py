@@ -20,6 +20,11 @@ Pieces (all on one virtual clock, seconds on the trace's own clock):
 * **Control**: every `policy.interval_s` the policy gets an `Observation` and its `Decision.desired`
   is applied at once (replica counts come fresh from the API server, not lagged).
 * **GPU budget**: at most `gpu_budget` GPUs held at once by all models together.
+* **Nodes and cold-start tiers** (only with `SimConfig.nodes`; `autoscaler.sim.nodes`): GPUs live on
+  nodes with state (image present, weights staged, engines asleep); a start lands on the warmest
+  node first and takes that tier's cold start (`ColdStart.tier_s`); a scaled-down engine may sleep
+  on its node, holding (and being charged for) its GPUs, and wake in place for the next scale-up.
+  Without `nodes` every start takes the profile's one number (`ColdStart.total_s`).
 
 Outputs a `SimResult` per model: SLO attainment, TTFT percentiles, GPU-hours, cold-start waits,
 scale events, idle GPU share, a timeline for plots. Given the same inputs and seed, a run is
@@ -37,6 +42,7 @@ import numpy as np
 
 from autoscaler.policy.types import Observation
 from autoscaler.sim.engine import TTFT_BUCKETS, Replica, Request
+from autoscaler.sim.nodes import Node, NodeFleet, effective_tier
 from autoscaler.sim.prewarm import forecast_of
 from autoscaler.sim.results import SimResult, summarize
 from autoscaler.sim.sensing import SensingConfig, Sensor, hist_quantile as _hist_quantile
@@ -44,7 +50,7 @@ from autoscaler.sim.sensing import SensingConfig, Sensor, hist_quantile as _hist
 __all__ = ["SimConfig", "ModelSpec", "Simulation", "simulate"]
 
 # event kinds (ordering among simultaneous events: ready before scrape before tick)
-_READY, _SCRAPE, _TICK, _HORIZON = 0, 1, 2, 3
+_READY, _SCRAPE, _TICK, _HORIZON, _SLEEP_END = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class SimConfig:
     initial_replicas: int | dict[str, int] | None = None  # Ready at the start; None: sized to the first minute
     timeline_interval_s: float = 60.0    # resolution of the timeline kept for plots
     min_replicas: int = 0                # floor applied to every decision (0: policy decides alone)
+    nodes: NodeFleet | None = None       # GPU nodes with state and cold-start tiers; None: one cold-start number
 
 
 @dataclass
@@ -97,6 +104,7 @@ class _Model:
     peak_replicas: int = 0
     horizon: dict | None = None
     sensor: Sensor | None = None
+    tier_starts: Counter = field(default_factory=Counter)
 
     def active(self):
         return self.ready + self.draining
@@ -144,6 +152,17 @@ class Simulation:
         self._seq = 0
         self.now = self.start_s
         self.ran = False
+        fleet = self.config.nodes
+        self.fleet = fleet
+        self.nodes: list[Node] = []
+        if fleet is not None:
+            names_all = [m.name for m in self.models]
+            for k in range(fleet.nodes):
+                node = Node(k, fleet.gpus_per_node, fleet.gpus_per_node, fleet.image_cached)
+                if fleet.prestage:
+                    for nm in names_all:
+                        node.stage(nm, fleet.staged_per_node)
+                self.nodes.append(node)
 
     # ------------------------------------------------------------------ events
     def _push(self, t: float, kind: int, payload) -> None:
@@ -156,6 +175,11 @@ class Simulation:
         r = Replica(m.replica_seq, m.profile, self.first, self.done, m.hist)
         r.created = t
         r.state = "pending"
+        if self.nodes:
+            if not self._place(m, r, t):
+                m.pending.append(r)
+                self.pending_fifo.append((m, r))
+            return r
         budget = self.config.gpu_budget
         gpr = m.profile.gpus_per_replica
         if budget is None or self.gpus_used + gpr <= budget:
@@ -171,6 +195,119 @@ class Simulation:
         r.state = "starting"
         m.starting.append(r)
         self._push(t + m.profile.cold_start.total_s, _READY, (m, r))
+
+    # ------------------------------------------------------------------ nodes (SimConfig.nodes)
+    def _sleeps(self, m: _Model) -> bool:
+        tiers = m.profile.cold_start.tiers
+        return self.fleet is not None and self.fleet.sleep_s > 0 and tiers is not None and "asleep" in tiers
+
+    def _place(self, m: _Model, r: Replica, t: float) -> bool:
+        """Start `r` on the warmest place for its model; False when no GPU can be had (it stays Pending)."""
+        gpr = m.profile.gpus_per_replica
+        # 1. an engine of this model asleep on a node: wake it in place (its GPUs are held already)
+        best = None
+        for node in self.nodes:
+            for k, (sm, sr) in enumerate(node.asleep):
+                if sm is m and (best is None or sr.gone_at < best[2].gone_at):
+                    best = (node, k, sr)
+        if best is not None:
+            node, k, sr = best
+            node.asleep.pop(k)
+            sr.state = "gone"
+            sr.gpu_end = t           # the GPUs pass to the woken engine from here on
+            self._begin(m, r, t, node, "asleep")
+            return True
+        budget = self.config.gpu_budget
+        if budget is not None and self.gpus_used + gpr > budget and not self._evict_for(m, gpr, t, budget_only=True):
+            return False
+        node = self._warmest_free(m, gpr)
+        if node is None:
+            if not self._evict_for(m, gpr, t):
+                return False
+            node = self._warmest_free(m, gpr)
+            if node is None:
+                return False
+        node.free -= gpr
+        self.gpus_used += gpr
+        self._begin(m, r, t, node, node.tier_for(m.name))
+        return True
+
+    _RANK = {"cold": 0, "image": 1, "staged": 2}
+
+    def _warmest_free(self, m: _Model, gpr: int):
+        """The node with free GPUs where a start of `m` is shortest by the profile's tiers (then the
+        warmer state, then the lowest index)."""
+        best = None
+        cs = m.profile.cold_start
+        for node in self.nodes:
+            if node.free < gpr:
+                continue
+            tier = node.tier_for(m.name)
+            key = (cs.tier_s(effective_tier(m.profile, tier)), -self._RANK[tier])
+            if best is None or key < best[0]:
+                best = (key, node)
+        return None if best is None else best[1]
+
+    def _evict_for(self, m: _Model, gpr: int, t: float, budget_only: bool = False) -> bool:
+        """Make room for a start of `m` by ending the longest-asleep engines of other models."""
+        budget = self.config.gpu_budget
+        while True:
+            if budget_only:
+                if self.gpus_used + gpr <= budget:
+                    return True
+            elif self._warmest_free(m, gpr) is not None:
+                return True
+            cands = [(sr.gone_at, node.idx, k) for node in self.nodes for k, (sm, sr) in enumerate(node.asleep)
+                     if sm is not m]
+            if not cands:
+                return False
+            _, ni, k = min(cands)
+            node = self.nodes[ni]
+            sm, sr = node.asleep.pop(k)
+            self._exit(sm, sr, t, node)
+
+    def _begin(self, m: _Model, r: Replica, t: float, node: Node, tier: str) -> None:
+        tier = effective_tier(m.profile, tier)
+        r.gpu_start = t
+        r.state = "starting"
+        r.node = node
+        r.tier = tier
+        m.starting.append(r)
+        m.tier_starts[tier] += 1
+        fleet = self.fleet
+        if fleet.keep_image:
+            node.image = True
+        if fleet.keep_weights:
+            node.stage(m.name, fleet.staged_per_node)
+        self._push(t + m.profile.cold_start.tier_s(tier), _READY, (m, r))
+
+    def _exit(self, m: _Model, r: Replica, t: float, node: Node) -> None:
+        """An engine leaves its node for good: its GPUs are free from `t`."""
+        r.state = "gone"
+        r.gpu_end = t
+        gpr = m.profile.gpus_per_replica
+        node.free += gpr
+        self.gpus_used -= gpr
+        self._serve_pending(t)
+
+    def _sleep_end(self, m: _Model, r: Replica, t: float) -> None:
+        node = r.node
+        for k, (sm, sr) in enumerate(node.asleep):
+            if sr is r:
+                node.asleep.pop(k)
+                self._exit(m, r, t, node)
+                return
+
+    def _serve_pending(self, t: float) -> None:
+        while self.pending_fifo:
+            pm, pr = self.pending_fifo[0]
+            if pr.state != "pending":
+                self.pending_fifo.popleft()
+                continue
+            if not self._place(pm, pr, t):
+                break
+            self.pending_fifo.popleft()
+            pm.pending.remove(pr)
 
     def _make_ready(self, m: _Model, r: Replica, t: float) -> None:
         r.state = "ready"
@@ -189,7 +326,18 @@ class Simulation:
                 rep.advance(t)
                 rep.add(req, t)
 
-    def _release(self, m: _Model, r: Replica, t: float) -> None:
+    def _release(self, m: _Model, r: Replica, t: float, may_sleep: bool = True) -> None:
+        if self.nodes:
+            m.gen_gone += r.gen_tokens
+            m.gone.append(r)
+            r.gone_at = t
+            if may_sleep and self._sleeps(m):
+                r.state = "asleep"      # holds its GPUs (and is charged for them) until it wakes, exits or is evicted
+                r.node.asleep.append((m, r))
+                self._push(t + self.fleet.sleep_s, _SLEEP_END, (m, r))
+            else:
+                self._exit(m, r, t, r.node)
+            return
         r.state = "gone"
         r.gpu_end = t
         self.gpus_used -= m.profile.gpus_per_replica
@@ -243,7 +391,7 @@ class Simulation:
                 k -= 1
             while k and m.starting:
                 r = m.starting.pop()
-                self._release(m, r, t)
+                self._release(m, r, t, may_sleep=False)
                 k -= 1
             while k and m.ready:
                 self._drain(m, m.ready[-1], t)
@@ -320,6 +468,7 @@ class Simulation:
                 if r.state == "starting":
                     self._make_ready(m, r, t0)
             m.last_desired = int(n_init)
+            m.tier_starts.clear()    # the starting fleet is there already: not a start
             m.last_t_tl = t0
             m.peak_replicas = len(m.ready)
         # clear the READY events of the initial replicas (they are Ready already)
@@ -412,6 +561,10 @@ class Simulation:
                 nt = t + payload.policy.interval_s
                 if nt <= self.end_s:
                     self._push(nt, _TICK, payload)
+            elif kind == _SLEEP_END:
+                sm, sr = payload
+                if sr.state == "asleep":
+                    self._sleep_end(sm, sr, t)
             else:
                 self._horizon(t)
         # after the trace: finish in-flight work on the fleet as it is
