@@ -63,6 +63,10 @@ class SimConfig:
     timeline_interval_s: float = 60.0    # resolution of the timeline kept for plots
     min_replicas: int = 0                # floor applied to every decision (0: policy decides alone)
     nodes: NodeFleet | None = None       # GPU nodes with state and cold-start tiers; None: one cold-start number
+    # A request that finds its model with nothing Ready, starting or pending orders one replica at
+    # once, before the next decision (as Knative's activator pokes its autoscaler). warmscale's
+    # router does not do this today (its runner decides every interval): a what-if, off by default.
+    activate_on_hold: bool = False
 
 
 @dataclass
@@ -539,6 +543,9 @@ class Simulation:
                 else:
                     cold[rid] = True
                     m.gateway.append(req)
+                    if cfg.activate_on_hold and not m.starting and not m.pending:
+                        self._apply(m, 1, ta)
+                        m.last_desired = max(m.last_desired, 1)
                 if progress is not None and i % prog_every == 0:
                     progress(i / N)
                 continue
