@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MiB = 1024 * 1024
 ENV_PREFIX = "WARMSCALE_LOADER_"
+CONSUMER_RANGES = 2  # completed ranges the consumer may hold while it copies or assembles them
+MIN_DERIVED_RANGE = 1 * MiB
+MAX_DERIVED_RANGE = 64 * MiB
 
 
 class LoaderConfig(BaseModel):
@@ -16,12 +19,14 @@ class LoaderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # 16 x 16 MiB. In bench/loader.py's sweep 8 MiB ranges were the slowest and 16 / 32 MiB within
-    # noise of each other. On loopback 4-8 streams already saturate 2 cores (the sweep's best), but a
-    # remote object store serves each connection at ~100 MB/s with tens of ms to the first byte, so
-    # 16 streams are kept for it.
+    # On loopback 4-8 streams already saturate 2 cores (bench/loader.py's sweep), but a remote object
+    # store serves each connection at tens of MB/s with tens of ms to the first byte: throughput comes
+    # from parallel connections, so 16 are kept for it.
     concurrency: int = Field(16, ge=1, le=512, description="parallel ranged GETs in flight")
-    range_bytes: int = Field(16 * MiB, ge=64 * 1024, le=1024 * MiB, description="bytes per ranged GET")
+    range_bytes: int | None = Field(
+        None, ge=64 * 1024, le=1024 * MiB,
+        description="bytes per ranged GET; unset: derived from the read budget (see effective_range_bytes)",
+    )
     memory_limit_bytes: int = Field(
         256 * MiB, ge=128 * 1024,
         description="host staging ring (pinned when the target is CUDA); for direct host reads, the bytes read "
@@ -50,8 +55,14 @@ class LoaderConfig(BaseModel):
     backoff_base_s: float = Field(0.05, gt=0, description="first retry delay; doubles each try, full jitter")
     backoff_max_s: float = Field(2.0, gt=0, description="largest retry delay")
     hedge: bool = Field(True, description="re-issue ranges that run much slower than their peers")
-    hedge_factor: float = Field(4.0, gt=1, description="a range is slow after this many median range times")
-    hedge_min_s: float = Field(0.5, ge=0, description="never hedge a range younger than this")
+    # Under a per-connection rate cap, ranges of one size take about the same time; one that has run 3x
+    # that is on a stalled or slow connection (bench/loader_shaped.py), and its hedge is aborted the
+    # moment the primary finishes after all.
+    hedge_factor: float = Field(
+        3.0, gt=1,
+        description="a range is slow after this many times the median time of completed ranges of its size",
+    )
+    hedge_min_s: float = Field(0.5, ge=0, description="never hedge a range younger than this (the floor)")
     max_hedges: int = Field(4, ge=1, le=64, description="hedged requests in flight at once")
     verify_sha256: bool = Field(False, description="check SHA-256 digests from sidecars or the index")
     endpoint_url: str | None = Field(None, description="S3 endpoint override")
@@ -66,9 +77,41 @@ class LoaderConfig(BaseModel):
         return self
 
     @property
+    def read_budget_bytes(self) -> int:
+        """Bytes the ranges being read and waiting for the consumer may occupy: the whole ring, or for direct host
+        reads what the prefault and recycle windows leave of the memory limit."""
+        if not self.direct_host_reads:
+            return self.memory_limit_bytes
+        return max(2 * 64 * 1024, self.memory_limit_bytes - self.prefault_window_bytes - self.recycle_window_bytes)
+
+    @property
+    def ranges_in_budget(self) -> int:
+        """How many ranges the read budget is cut into: one per connection, one per hedge that may run, and
+        ``CONSUMER_RANGES`` completed ones the consumer may be copying or assembling meanwhile."""
+        return self.concurrency + (self.max_hedges if self.hedge else 0) + CONSUMER_RANGES
+
+    @property
     def effective_range_bytes(self) -> int:
-        """The range size actually used: shrunk so that the ring holds at least two ranges."""
-        return max(64 * 1024, min(self.range_bytes, self.memory_limit_bytes // 2))
+        """The range size actually used.
+
+        Unset ``range_bytes``: the read budget divided by ``ranges_in_budget``, rounded down to whole MiB
+        (64 KiB below 1 MiB), and kept within [``MIN_DERIVED_RANGE``, ``MAX_DERIVED_RANGE``]. So every
+        connection has a range in flight while the hedges and the consumer have theirs, and the budget
+        holds; at the defaults (256 MiB, 16 connections, 4 hedges) that is 11 MiB through the ring and
+        8 MiB for direct host reads (their budget is 192 MiB). The floor keeps the first-byte latency of
+        object storage (tens of ms) small against a range's transfer time; a budget too small for the
+        concurrency at the floor runs fewer connections rather than smaller ranges. The cap keeps what a
+        hedge must re-read bounded. Set ``range_bytes`` to choose the size yourself.
+        Either way the size is shrunk so that the budget holds at least two ranges.
+        """
+        budget = self.read_budget_bytes if self.range_bytes is None else self.memory_limit_bytes
+        if self.range_bytes is not None:
+            wanted = self.range_bytes
+        else:
+            share = budget // self.ranges_in_budget
+            step = MiB if share >= MiB else 64 * 1024
+            wanted = min(MAX_DERIVED_RANGE, max(MIN_DERIVED_RANGE, share // step * step))
+        return max(64 * 1024, min(wanted, budget // 2 // (64 * 1024) * (64 * 1024)))
 
     @property
     def slots(self) -> int:

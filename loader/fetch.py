@@ -4,8 +4,19 @@ Workers take a free slot first and then the lowest unstarted range, so the oldes
 range always holds a slot (no deadlock when a consumer keeps slots until ranges complete in
 order). Unlike Run:ai's streamer, which gives each worker one fixed contiguous slice (one slow
 connection stalls the whole load), work is handed out range by range, and a range that runs much
-longer than the median is re-issued into a spare slot ("hedged"): whichever copy finishes first
-wins, the other is abandoned at its next chunk boundary.
+longer than its peers is re-issued into a spare slot ("hedged").
+
+When to hedge: a range is slow once it has run ``hedge_factor`` times longer than a range of its
+size is expected to take, and never before ``hedge_min_s``. The expected time is the median time of
+the recently completed ranges of the same size when there are ``MIN_SAMPLES`` of them, else its size
+over the median per-range rate (bytes per second) of the recently completed ranges; a shard's short
+last range is not held to a full range's time, nor a full range to a short one's.
+
+Whichever copy finishes first wins and the other is aborted at once: its connection is shut down
+(``loader.sources.abort``), so a thread blocked on a stalled socket returns, drops that connection
+(a stalled or slow connection is not reused for later ranges) and gives its slot or scratch buffer
+back. A winning hedge waits for its aborted primary to stop before it copies its bytes into the
+destination, so no losing request can write into memory a consumer holds.
 """
 
 from __future__ import annotations
@@ -16,15 +27,20 @@ import random
 import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loader.config import LoaderConfig
 from loader.errors import RetriesExhaustedError, SourceError, TransientSourceError
 from loader.ring import DirectTargets, Slot, SlotRing
+from loader.sources.abort import ReadHandle, reading
 from loader.sources.base import ObjectSource, PartialReadError, ReadCancelled
 
 log = logging.getLogger(__name__)
+MIN_SAMPLES = 4  # completed ranges before anything is hedged (and of one size before its own median is used)
+RECENT = 64  # completed ranges the expectation is taken over
+LOSER_STOP_WAIT_S = 2.0  # how long a winning hedge waits for its aborted primary to stop writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +64,8 @@ class FetchStats:
     retries: int = 0
     hedges: int = 0
     hedge_wins: int = 0
+    losers_aborted: int = 0  # losing copies whose request was aborted when the other copy won
+    losers_still_running: int = 0  # winning hedges whose aborted primary had not stopped when they committed
 
 
 class _Cancelled(Exception):
@@ -61,6 +79,9 @@ class _InFlight:
     lock: threading.Lock = field(default_factory=threading.Lock)
     winner: bool = False
     hedged: bool = False
+    primary: ReadHandle = field(default_factory=ReadHandle)
+    hedge: ReadHandle | None = None
+    primary_stopped: threading.Event = field(default_factory=threading.Event)
 
 
 class RangeFetcher:
@@ -83,7 +104,7 @@ class RangeFetcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._inflight: dict[int, _InFlight] = {}
-        self._durations: list[float] = []
+        self._completed_ranges: deque[tuple[int, float]] = deque(maxlen=RECENT)  # (bytes, seconds)
         self._hedges_running = 0
         self._threads: list[threading.Thread] = []
 
@@ -108,6 +129,12 @@ class RangeFetcher:
         its own slot, or into destination bytes that no tensor handed over can see.
         """
         self._stop.set()
+        with self._lock:
+            running = list(self._inflight.values())
+        for state in running:  # wake reads blocked on stalled sockets
+            state.primary.abort()
+            if state.hedge is not None:
+                state.hedge.abort()
         self._ring.close()
         deadline = time.monotonic() + join_timeout_s
         for thread in self._threads:
@@ -138,9 +165,15 @@ class RangeFetcher:
 
     def _run(self, state: _InFlight, slot: Slot, *, hedge: bool) -> None:
         job = state.job
+        handle = state.hedge if hedge else state.primary
         buf = self._ring.hedge_view(slot, job) if hedge else self._ring.view(slot, job)
         try:
-            self._fetch(job, buf, cancelled=lambda: state.winner or self._stop.is_set())
+            try:
+                with reading(handle):
+                    self._fetch(job, buf, cancelled=lambda: state.winner or self._stop.is_set())
+            finally:
+                if not hedge:
+                    state.primary_stopped.set()
         except _Cancelled:
             self._ring.release(slot)
             return
@@ -160,11 +193,22 @@ class RangeFetcher:
         if not won:
             self._ring.release(slot)
             return
+        loser = state.primary if hedge else state.hedge
+        if loser is not None:
+            loser.abort()
+            with self._lock:
+                self.stats.losers_aborted += 1
         if hedge:
-            self._ring.commit_hedge(job, buf)
+            # The aborted primary returns as soon as its socket is shut down; until it has, it may still
+            # write into the destination, which commit_hedge then keeps away from the consumer.
+            stopped = state.primary_stopped.wait(LOSER_STOP_WAIT_S)
+            self._ring.commit_hedge(job, buf, loser_stopped=stopped)
+            if not stopped:
+                with self._lock:
+                    self.stats.losers_still_running += 1
         with self._lock:
             self._inflight.pop(job.seq, None)
-            self._durations.append(time.monotonic() - state.started)
+            self._completed_ranges.append((job.length, time.monotonic() - state.started))
             self.stats.bytes += job.length
             if hedge:
                 self.stats.hedge_wins += 1
@@ -200,27 +244,60 @@ class RangeFetcher:
             with self._lock:
                 self.stats.retries += 1
             attempt += 1
-            if self._stop.wait(delay):
-                raise _Cancelled
+            deadline = time.monotonic() + delay
+            while (left := deadline - time.monotonic()) > 0:
+                if self._stop.wait(min(left, 0.02)) or cancelled():
+                    raise _Cancelled
+
+    def expected_seconds(self, length: int) -> float | None:
+        """How long a range of ``length`` bytes is expected to take (see the module's docstring); None until
+        ``MIN_SAMPLES`` ranges have completed. Call with ``self._lock`` held."""
+        done = self._completed_ranges
+        if len(done) < MIN_SAMPLES:
+            return None
+        same = [seconds for n, seconds in done if n == length]
+        if len(same) >= MIN_SAMPLES:
+            return statistics.median(same)
+        rate = statistics.median(n / max(seconds, 1e-6) for n, seconds in done)
+        return length / rate
+
+    def hedge_after_s(self, length: int) -> float | None:
+        """Seconds after which a range of ``length`` bytes is hedged; None while there is nothing to go by.
+        Call with ``self._lock`` held."""
+        expected = self.expected_seconds(length)
+        if expected is None:
+            return None
+        return max(self._config.hedge_min_s, self._config.hedge_factor * expected)
 
     def _monitor(self) -> None:
-        """Hedge ranges that run far longer than the median completed range."""
+        """Hedge ranges that run far longer than ranges of their size take."""
         while not self._stop.wait(0.02):
             with self._lock:
                 # Only this thread starts hedges, so no more than ``room`` can be running by the time
                 # the ones chosen here have started.
                 room = self._config.max_hedges - self._hedges_running
-                if len(self._durations) < 4 or room <= 0:
+                if len(self._completed_ranges) < MIN_SAMPLES or room <= 0:
                     continue
-                threshold = max(self._config.hedge_min_s, self._config.hedge_factor * statistics.median(self._durations[-64:]))
                 now = time.monotonic()
-                slow = [s for s in self._inflight.values() if not s.hedged and now - s.started > threshold][:room]
+                thresholds: dict[int, float | None] = {}
+                slow = []
+                for s in self._inflight.values():
+                    if s.hedged:
+                        continue
+                    length = s.job.length
+                    if length not in thresholds:
+                        thresholds[length] = self.hedge_after_s(length)
+                    limit = thresholds[length]
+                    if limit is not None and now - s.started > limit:
+                        slow.append(s)
+                slow = slow[:room]
             for state in slow:
                 slot = self._ring.acquire(block=False)
                 if slot is None:
                     break
                 with self._lock:
                     state.hedged = True
+                    state.hedge = ReadHandle()
                     self._hedges_running += 1
                     self.stats.hedges += 1
                 log.debug("hedging %s bytes %d+%d", state.job.name, state.job.offset, state.job.length)

@@ -83,8 +83,8 @@ class SlotRing:
         """Where a hedged copy of ``job`` lands: its own slot, which the loser gives back when it stops."""
         return self.view(slot, job)
 
-    def commit_hedge(self, job: RangeLike, data: memoryview) -> None:
-        """Nothing to do: the winning hedge's slot is handed on as it is."""
+    def commit_hedge(self, job: RangeLike, data: memoryview, *, loser_stopped: bool = True) -> None:
+        """Nothing to do: the winning hedge's slot is handed on as it is (the loser writes only into its own)."""
 
     def release(self, slot: Slot) -> None:
         """Give a slot back."""
@@ -108,11 +108,12 @@ class DirectTargets:
     mmap); a dropped tensor's pages go back to the OS (see ``HostBuffer``).
 
     Hedging: the hedged copy reads into scratch memory (``hedge_view``). If the primary wins,
-    the scratch is dropped. If the hedge wins, its bytes are copied into place, but the primary
-    may still be blocked in a socket read into those bytes and can only stop at its next chunk
-    boundary; so the range is recorded as *shared with a loser*, and every tensor overlapping it
-    is handed over as a private copy (``shared_with_loser``) rather than a view: nothing the
-    loser writes can reach memory a consumer holds.
+    the hedge is aborted and its scratch dropped. If the hedge wins, the primary is aborted (its
+    socket shut down) and the hedge's bytes are copied into place once it has stopped. Should it
+    not stop in time (a source whose reads cannot be aborted, blocked in a read), the range is
+    recorded as *shared with a loser*, and every tensor overlapping it is handed over as a private
+    copy (``shared_with_loser``) rather than a view: nothing the loser writes can reach memory a
+    consumer holds.
     """
 
     def __init__(self, buffers: dict[int, tuple[HostBuffer, int]], leases: int) -> None:
@@ -154,11 +155,13 @@ class DirectTargets:
         """Private scratch for a hedged copy of ``job``."""
         return memoryview(bytearray(job.length))
 
-    def commit_hedge(self, job: RangeLike, data: memoryview) -> None:
-        """Put a winning hedge's bytes in place; its primary may keep writing there, so mark the span."""
+    def commit_hedge(self, job: RangeLike, data: memoryview, *, loser_stopped: bool = False) -> None:
+        """Put a winning hedge's bytes in place; if its primary has not stopped, it may keep writing there,
+        so mark the span."""
         self.view(self._lease, job)[:] = data
-        with self._lock:
-            self._loser_spans.setdefault(job.shard, []).append((job.offset, job.offset + job.length))
+        if not loser_stopped:
+            with self._lock:
+                self._loser_spans.setdefault(job.shard, []).append((job.offset, job.offset + job.length))
 
     def shared_with_loser(self, shard: int, begin: int, end: int) -> bool:
         """Whether object bytes ``[begin, end)`` of ``shard`` may still be written by a losing request."""

@@ -15,6 +15,7 @@ from loader.errors import (
     SourceError,
     TransientSourceError,
 )
+from loader.sources.abort import detach_current
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +70,18 @@ class ObjectSource(Protocol):
 def read_fully(object_name: str, response: object, buf: memoryview, cancelled: Cancelled | None = None) -> None:
     """Read exactly ``len(buf)`` body bytes of a urllib3 ``response`` into ``buf``, then return its
     connection to the pool. A read that fails or is cancelled closes the response (its connection
-    is mid-body and cannot be reused) and raises."""
+    is mid-body and cannot be reused) and raises. The connection is detached from this thread's read handle
+    (``loader.sources.abort``) before the pool can hand it to another read."""
     try:
         _read_into(object_name, response, buf, cancelled)
     except (PartialReadError, ReadCancelled):
+        detach_current()
         response.close()  # type: ignore[attr-defined]
         raise
-    response.release_conn()  # type: ignore[attr-defined]
+    if detach_current():  # aborted just as it finished: its socket may be shut down, so it is not reused
+        response.close()  # type: ignore[attr-defined]
+    else:
+        response.release_conn()  # type: ignore[attr-defined]
 
 
 def _read_into(object_name: str, response: object, buf: memoryview, cancelled: Cancelled | None) -> None:

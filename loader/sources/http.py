@@ -7,6 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 import urllib3
 
 from loader.errors import SourceError, TransientSourceError
+from loader.sources.abort import AbortablePoolManager
 from loader.sources.base import (
     Cancelled,
     ObjectInfo,
@@ -24,7 +25,7 @@ class HttpSource:
         self._scheme, self._netloc, self._query = parts.scheme, parts.netloc, parts.query
         self._path = parts.path.rstrip("/")
         self.root = urlunsplit((parts.scheme, parts.netloc, self._path, "", ""))
-        self._pool = urllib3.PoolManager(
+        self._pool = AbortablePoolManager(
             maxsize=max_connections, block=False, retries=False,
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
         )

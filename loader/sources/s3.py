@@ -16,6 +16,7 @@ import botocore.config
 import botocore.exceptions
 
 from loader.errors import AccessDeniedError, ObjectChangedError, SourceError, TransientSourceError
+from loader.sources.abort import make_abortable
 from loader.sources.base import (
     CREDENTIALS_HINT,
     Cancelled,
@@ -66,6 +67,8 @@ class S3Source:
         self._client = client or boto3.session.Session().client(
             "s3", endpoint_url=endpoint, region_name=region, config=config
         )
+        # A read whose hedged twin won is aborted at once (its connection shut down), not at its next chunk.
+        self.abortable = make_abortable(self._client)
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
