@@ -41,7 +41,8 @@ Rule, per model, each `interval_s` (all numbers are "replicas needed at target u
    show in TTFT; traffic that bursts gets standing capacity, smooth traffic runs at the target.
 11. Burst memory: a rate over a window W (rate(x[1m])) sampled dt apart bounds the rate of the
    newest dt from below: (W / dt) x its rise (_common.recent_rate_bound), so a 15 s burst shows
-   at its size, not at the quarter of it a 60 s mean shows. A sample whose bound b exceeds its
+   at its size, not at the quarter of it a 60 s mean shows. dt is at least
+   `burst_min_spacing_s` whatever the tick: over shorter spans sampling noise alone passes the bound. A sample whose bound b exceeds its
    window rate r is held for `burst_hold_s` at r + `burst_factor` x (b - r) (x headroom), as a
    floor for scale-up and scale-down alike: capacity at burst onset decides the SLO (a replica
    ordered at onset is Ready after a 10-60 s burst), so what the last bursts needed stays
@@ -149,6 +150,13 @@ class WarmscaleConfig(PolicyConfig):
     # from idle (b ~ 4 r) is ~2.3 x b. 2 / 3 / 4 gave 95.6 / 99.4 / 99.8 % after the first 5 min
     # at 11.0 / 14.7 / 18.6 GPU-h (headroom_max 1.5, hold 600 s).
     burst_factor: float = Field(3.0, ge=1.0)
+    # burst_min_spacing_s 15: the bound compares two samples at least this far apart (the newest
+    # earlier one at least 0.9 x this old), so it is a 15 s mean whatever the tick or scrape
+    # interval. From consecutive samples 5 s apart it fired on noise: it needs a rise of dt / W
+    # (8 %) of the window rate, and the live 60 s rate of azure-conv moves 4.3 % (sd) from one 5 s
+    # tick to the next, so a smooth trace held +2 replicas for burst_hold_s (bench/controller_agreement.py).
+    # Prometheus' 15 s samples are 14-16 s apart: unchanged there.
+    burst_min_spacing_s: float = Field(15.0, gt=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> "WarmscaleConfig":

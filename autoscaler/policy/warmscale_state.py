@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["WarmscaleState"]
 
 _WINDOWS = ("rate", "state", "need_pw", "waiting", "fleet", "burst")
+_LATER_WINDOWS = ("samples",)   # absent from states saved before they existed: those start empty
 _SCALARS = ("first_t", "panic_t", "idle_since", "mp", "mg", "h", "h_t", "h_up_t",
             "sample_t", "sample_raw", "first_sample_t")
 
@@ -25,7 +26,7 @@ _SCALARS = ("first_t", "panic_t", "idle_since", "mp", "mg", "h", "h_t", "h_up_t"
 class WarmscaleState:
     """One model's memory. Windows hold replicas at target utilisation unless said otherwise."""
 
-    __slots__ = (*_WINDOWS, *_SCALARS)
+    __slots__ = (*_WINDOWS, *_LATER_WINDOWS, *_SCALARS)
 
     def __init__(self, cfg: WarmscaleConfig) -> None:
         short = max(cfg.panic_window_s, min(cfg.trend_window_s, cfg.stable_window_s))
@@ -35,6 +36,7 @@ class WarmscaleState:
         self.waiting = TimeWindow(cfg.panic_window_s)  # waiting requests
         self.fleet = MaxWindow(cfg.scale_down_period_s)  # current (ready + loading)
         self.burst = MaxWindow(cfg.burst_hold_s)       # burst busy fraction per sample, held
+        self.samples = TimeWindow(2.0 * cfg.burst_min_spacing_s)   # metric samples' busy fractions (replicas at 100 %)
         self.first_t: float | None = None        # first fresh decision
         self.panic_t: float | None = None        # last panic trigger
         self.idle_since: float | None = None
@@ -86,15 +88,24 @@ class WarmscaleState:
         if self.first_sample_t is None:
             self.first_sample_t = sample_t
         burst = raw
+        ref = self._reference_sample(sample_t, cfg.burst_min_spacing_s)
         # the bound holds once the caller's window is full of history (before that the window
         # is shorter than rate_window_s and the rise overstates)
-        if self.sample_t is not None and sample_t - self.first_sample_t >= w:
-            burst = max(raw, recent_rate_bound(raw, self.sample_raw, w, sample_t - self.sample_t))
+        if ref is not None and sample_t - self.first_sample_t >= w:
+            burst = max(raw, recent_rate_bound(raw, ref[1], w, sample_t - ref[0]))
         self.sample_t, self.sample_raw = sample_t, raw
+        self.samples.add(sample_t, raw)
         if burst > raw:
             # only a sample whose newest interval ran above the window mean is held: smooth
             # traffic never sets the hold off, and the stable window alone governs it
             self.burst.add(sample_t, raw + cfg.burst_factor * (burst - raw))
+
+    def _reference_sample(self, t: float, spacing_s: float) -> tuple[float, float] | None:
+        """The newest earlier sample at least 0.9 x `spacing_s` before `t` (None: none yet)."""
+        for sample_t, raw in reversed(self.samples.items()):
+            if sample_t <= t - 0.9 * spacing_s:
+                return sample_t, raw
+        return None
 
     def record_needs(self, t: float, rate_need: float | None, state_need: float | None, waiting: float | None) -> None:
         """Fresh data only: the instantaneous needs and the queue, for smoothing, trend and panic."""
@@ -116,7 +127,7 @@ class WarmscaleState:
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name).dump() for name in _WINDOWS}
+        out: dict[str, Any] = {name: getattr(self, name).dump() for name in (*_WINDOWS, *_LATER_WINDOWS)}
         out.update({name: getattr(self, name) for name in _SCALARS})
         return out
 
@@ -129,7 +140,7 @@ class WarmscaleState:
         for name in (*_WINDOWS, *_SCALARS):
             if name not in data:
                 raise ValueError(f"field {name!r} is missing")
-        for name in _WINDOWS:
+        for name in (*_WINDOWS, *(w for w in _LATER_WINDOWS if w in data)):
             try:
                 getattr(st, name).load(data[name])
             except (TypeError, ValueError) as e:

@@ -64,6 +64,18 @@ def test_snapshot_carries_burst_memory_headroom_windows_and_tokens_per_request()
     json.dumps(snap, allow_nan=False)
 
 
+def test_a_snapshot_saved_before_the_sample_window_existed_restores():
+    p = policy()
+    for o in stretch(0, 300):
+        p.decide(o)
+    snap = json.loads(json.dumps(p.snapshot()))
+    del snap["models"]["m"]["samples"]
+    q = policy()
+    q.restore(snap)
+    assert q.snapshot()["models"]["m"]["samples"] == []
+    assert q.snapshot()["models"]["m"]["burst"] == p.snapshot()["models"]["m"]["burst"]
+
+
 def test_snapshot_keeps_each_model_apart():
     p = policy()
     for o in stretch(0, 300, model="a"):

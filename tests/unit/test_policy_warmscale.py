@@ -521,6 +521,35 @@ def test_smooth_traffic_never_sets_the_burst_hold_off():
     assert all(sig != "burst" for _, _, sig in on)
 
 
+def test_samples_closer_than_the_burst_spacing_are_not_compared():
+    # a new metric sample every 5 s (direct scrapes at each tick): busy 1.0 -> 1.1 between two of
+    # them is a 10 % rise, which 5 s apart bounds the newest 5 s at 60/5 x 0.1 = 1.2 > 1.1 (a burst
+    # from noise alone); compared with the sample 15 s back (1.0 -> 1.1 as well) the bound is
+    # 60/15 x 0.1 = 0.4 < 1.1: nothing to hold
+    def run(p):
+        out = None
+        for t in range(0, 96, 5):
+            need = 2.2 if t == 95 else 2.0
+            out = p.decide(busy_obs(t, 3, need, metrics_time=float(t)))
+        return out
+
+    d = run(ws(burst_hold_s=600, burst_factor=3.0))
+    assert d.signal != "burst" and "burst=-" in d.detail
+    # the same rise with the old spacing (consecutive samples) would have held 1.1 + 3 x 0.1 busy
+    d = run(ws(burst_hold_s=600, burst_factor=3.0, burst_min_spacing_s=5.0))
+    assert d.signal == "burst"
+
+
+def test_a_burst_between_samples_5_s_apart_is_read_over_15_s():
+    # busy 0.5 for a minute, then 1.0 from t=95: against the sample of t=80 (15 s back) the
+    # newest 15 s ran at >= 60/15 x 0.5 = 2.0 busy; held 1.0 + 3 x 1.0 = 4.0 busy -> 8 replicas
+    p = ws(burst_hold_s=600, burst_factor=3.0)
+    d = None
+    for t in range(0, 96, 5):
+        d = p.decide(busy_obs(t, 2, 2.0 if t == 95 else 1.0, metrics_time=float(t)))
+    assert (d.desired, d.signal) == (8, "burst")
+
+
 def test_burst_factor_below_one_is_rejected_by_name():
     from pydantic import ValidationError
 
