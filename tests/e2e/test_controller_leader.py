@@ -1,6 +1,7 @@
 """Two `warmscale controller` processes share one Lease: kill the leader (SIGKILL, no hand-over)
 right after its first scale write, and the standby takes over and acts within 15 s; the scale
-writes form one unbroken chain (no write repeated, none lost)."""
+writes form one unbroken chain (no write repeated, none lost), read from the Events the controllers
+post and from the API server's own audit log."""
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,7 @@ import pytest
 
 from autoscaler.sim.emulator import FleetEmulator
 from autoscaler.sim.profile import load_profile
-from tests.e2e.conftest import (CONTROLLER_NS, controller_client, create_ma, engine_deployment, read_ma, wait_for)
+from tests.e2e.conftest import (CONTROLLER_NS, CONTROLLER_SA, controller_client, create_ma, engine_deployment, read_ma, wait_for)
 from tests.e2e.test_controller import _flood, _ma, _replicas
 from tests.ground.fleet import PodMirror
 
@@ -96,3 +97,22 @@ def test_killing_the_leader_mid_scale_lets_the_standby_act_within_15_s(installed
         assert old == new, f"scale writes do not chain: {chain}"
     assert all(old != new for old, new in chain), f"a write that changed nothing: {chain}"
     assert chain[-1][1] == final, f"the last write ({chain[-1]}) is not what the Deployment holds ({final})"
+    _assert_audit_log_agrees(installed, namespace, chain, final)
+
+
+def _assert_audit_log_agrees(cluster, namespace: str, chain: list[tuple[int, int]], final: int) -> None:
+    """The API server's record of the controllers' scale writes: every accepted write changes the
+    count, the last is what the Deployment holds, and every write an Event reports is in it. A write
+    the SIGKILL cut off before its Event was posted is the only one the Events may lack."""
+    user = f"system:serviceaccount:{CONTROLLER_NS}:{CONTROLLER_SA}"
+    ours = [e for e in cluster.scale_writes(user)
+            if e["objectRef"].get("namespace") == namespace and e["objectRef"].get("name") == "engine"]
+    accepted = [e["requestObject"]["spec"]["replicas"] for e in ours if e["responseStatus"]["code"] == 200]
+    refused = [e["responseStatus"]["code"] for e in ours if e["responseStatus"]["code"] != 200]
+    assert set(refused) <= {409}, f"scale writes refused other than by a conflict: {refused}"
+    counts = [chain[0][0], *accepted]
+    assert all(old != new for old, new in zip(counts, counts[1:])), f"a repeated scale write in the audit log: {counts}"
+    assert counts[-1] == final, f"the audit log's last write {counts[-1]} is not what the Deployment holds ({final})"
+    written = set(zip(counts, counts[1:]))
+    assert all(step in written for step in chain), f"an Event's write is missing from the audit log: {chain} vs {counts}"
+    assert len(accepted) - len(chain) <= 1, f"writes without an Event: {counts} vs {chain}"

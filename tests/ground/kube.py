@@ -1,5 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver (TLS, token auth, RBAC,
-service-account token signing), kube-controller-manager, kube-scheduler, and kwok managing fake GPU nodes."""
+service-account token signing, an audit log of scale writes), kube-controller-manager, kube-scheduler,
+and kwok managing fake GPU nodes."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import json
 
 import httpx
 import kubernetes
@@ -24,6 +27,16 @@ FAKE_NODE_LABEL = {"warmscale.io/fake-node": "kwok"}
 GPU_RESOURCE = "nvidia.com/gpu"
 # Fake pods get addresses from this range; nothing here may ever dial them.
 FAKE_POD_CIDR = "10.244.0.1/16"
+# What the API server's audit log records: every write to a scale subresource, with its request
+# body (so a test can read which replica count each writer asked for); nothing else.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Request", "verbs": ["update", "patch"],
+         "resources": [{"group": "apps", "resources": ["deployments/scale", "statefulsets/scale"]}]},
+        {"level": "None"},
+    ],
+}
 
 
 @dataclass
@@ -79,6 +92,18 @@ class KubeCluster:
         raise TimeoutError(f"fake nodes {names} did not become Ready, untainted, with {GPU_RESOURCE} within 30 s; "
                            f"see {self.workdir / 'logs' / 'kwok.log'}")
 
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def scale_writes(self, user: str | None = None) -> list[dict]:
+        """Audit events of completed writes to scale subresources, oldest first, by `user` when given."""
+        if not self.audit_log.exists():
+            return []
+        events = [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+        return [e for e in events if e.get("stage") == "ResponseComplete"
+                and (user is None or e.get("user", {}).get("username") == user)]
+
     def close(self) -> None:
         for client in self._clients:
             with contextlib.suppress(Exception):
@@ -116,6 +141,8 @@ def start_cluster(workdir: Path) -> Iterator[KubeCluster]:
     ]) + "\n")
     etcd_port, etcd_peer, api_port, kcm_port, sched_port, kwok_port = (free_port() for _ in range(6))
     server = f"https://127.0.0.1:{api_port}"
+    audit_policy = workdir / "audit-policy.yaml"
+    audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
 
     with contextlib.ExitStack() as stack:
         etcd = stack.enter_context(ManagedProcess("etcd", [
@@ -137,7 +164,9 @@ def start_cluster(workdir: Path) -> Iterator[KubeCluster]:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki['sa.pub']}", f"--service-account-signing-key-file={pki['sa.key']}",
             "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none",
-            f"--cert-dir={workdir / 'apiserver-certs'}"], logs, ports=[api_port]))
+            f"--cert-dir={workdir / 'apiserver-certs'}",
+            f"--audit-policy-file={audit_policy}", f"--audit-log-path={workdir / 'audit.log'}",
+            "--audit-log-format=json", "--audit-log-mode=blocking"], logs, ports=[api_port]))
         apiserver.wait_until(lambda: _healthy(f"{server}/readyz", tokens["admin"], pki["ca.crt"]), 60,
                              how_to_fix="read the kube-apiserver log above; etcd must be healthy first")
 
