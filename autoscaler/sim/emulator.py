@@ -238,18 +238,22 @@ class FleetEmulator:
             m.rr += 1
             pod.add(req, t)
 
-    def _pump(self) -> None:
-        """Deliver due arrivals and step every engine to now."""
+    def _pump(self, model: str | None = None) -> None:
+        """Deliver due arrivals and step the engines to now: every model's, or only `model`'s (models
+        share nothing, so one pod's scrape need not step the other models' engines)."""
         with self._lock:
             t = self.now()
             for rep in self._replays:
-                model, arr, prm, out, i = rep
-                m = self._models[model]
+                if model is not None and rep[0] != model:
+                    continue
+                name, arr, prm, out, i = rep
+                m = self._models[name]
                 while i < len(arr) and arr[i] <= t:
                     self._arrive(m, arr[i], prm[i], out[i])
                     i += 1
                 rep[4] = i
-            for m in self._models.values():
+            models = self._models.values() if model is None else [self._models[model]] if model in self._models else []
+            for m in models:
                 self._route_held(m, t)
                 for pod in m.ready():
                     pod.advance(t)
@@ -262,7 +266,7 @@ class FleetEmulator:
     def stats(self, model: str) -> dict[str, PodStats]:
         """Ready pod -> its engine state now."""
         with self._lock:
-            self._pump()
+            self._pump(model)
             m = self._models.get(model)
             return {p.name: self._stats(p) for p in (m.ready() if m else [])}
 
@@ -286,8 +290,14 @@ class FleetEmulator:
     def render(self, pod: str | None = None, engines: bool = True, router: bool = True) -> str:
         """Prometheus text: one pod's series, or every Ready pod's and the router's."""
         with self._lock:
-            self._pump()
-            pods = [(m, p) for m in self._models.values() for p in m.ready() if pod is None or p.name == pod]
+            if pod is None:
+                self._pump()
+                pods = [(m, p) for m in self._models.values() for p in m.ready()]
+            else:
+                owner = next((m for m in self._models.values() if pod in m.pods), None)
+                if owner is not None:
+                    self._pump(owner.name)
+                pods = [(owner, p) for p in owner.ready() if p.name == pod] if owner is not None else []
             families = self._engine_families(pods) if engines else []
             if router and pod is None:
                 families += self._router_families()
