@@ -23,7 +23,8 @@ class Reflector:
 
     `list_fn(**kwargs)` is a kubernetes client list call (e.g. CoreV1Api.list_namespaced_pod bound
     to its namespace). A failed list or watch is reported to `on_error(operation, exc)` and retried
-    after `backoff_s`; a watch that expires (410 Gone) lists again."""
+    after `backoff_s`; a watch that expires (410 Gone) lists again. A subclass that keeps more than
+    the objects (tombstones, a change counter) overrides `_replace` and `_event`."""
 
     def __init__(self, name: str, list_fn: Callable[..., Any], transform: Callable[[dict], Any] = lambda o: o,
                  on_error: Callable[[str, Exception], None] = lambda op, exc: None, backoff_s: float = 1.0,
@@ -60,29 +61,56 @@ class Reflector:
         with self._lock:
             return self._items.get((namespace, name))
 
+    # ---------------------------------------------------------------- what a subclass may change
+    def _replace(self, objects: list[dict]) -> None:
+        """A fresh list's objects replace the cache."""
+        items = {object_key(o): self._transform(o) for o in objects}
+        with self._lock:
+            self._items = items
+
+    def _event(self, kind: str, obj: dict) -> None:
+        """One watch event (ADDED, MODIFIED or DELETED) applied to the cache."""
+        with self._lock:
+            if kind == "DELETED":
+                self._items.pop(object_key(obj), None)
+            else:
+                self._items[object_key(obj)] = self._transform(obj)
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        self._on_error(f"{operation} {self.name}", exc)
+
+    def _list_backoff_s(self, failures: int) -> float:
+        """Wait before the next list after `failures` failed lists in a row."""
+        return self._backoff_s
+
+    def _watching(self) -> None:
+        """A watch stream is open: the cache follows the API server from here."""
+
+    # ---------------------------------------------------------------- list then watch
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 version = self._list()
             except Exception as exc:  # noqa: BLE001 - any failure is reported and retried
-                self._on_error(f"list {self.name}", exc)
-                self._stop.wait(self._backoff_s)
+                failures += 1
+                self._failed("list", exc)
+                self._stop.wait(self._list_backoff_s(failures))
                 continue
+            failures = 0
             try:
                 self._watch_from(version)
             except Exception as exc:  # noqa: BLE001
                 if self._stop.is_set():
                     return
                 if not (isinstance(exc, kubernetes.client.ApiException) and exc.status == 410):
-                    self._on_error(f"watch {self.name}", exc)
+                    self._failed("watch", exc)
                     self._stop.wait(self._backoff_s)
 
     def _list(self) -> str:
         response = self._list_fn(_preload_content=False)
         body = json.loads(response.data)
-        items = {object_key(o): self._transform(o) for o in body.get("items", [])}
-        with self._lock:
-            self._items = items
+        self._replace(body.get("items", []))
         self.synced.set()
         return body["metadata"]["resourceVersion"]
 
@@ -91,6 +119,7 @@ class Reflector:
             response = self._list_fn(watch=True, resource_version=version, timeout_seconds=self._watch_timeout_s,
                                      allow_watch_bookmarks=True, _preload_content=False)
             self._response = response
+            self._watching()
             try:
                 for line in iter_resp_lines(response):
                     if not line or self._stop.is_set():
@@ -104,13 +133,9 @@ class Reflector:
         kind, obj = event["type"], event["object"]
         if kind == "ERROR":
             raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("message"))
-        version = obj.get("metadata", {}).get("resourceVersion", version)
+        version = (obj.get("metadata") or {}).get("resourceVersion", version)
         if kind != "BOOKMARK":
-            with self._lock:
-                if kind == "DELETED":
-                    self._items.pop(object_key(obj), None)
-                else:
-                    self._items[object_key(obj)] = self._transform(obj)
+            self._event(kind, obj)
         return version
 
 

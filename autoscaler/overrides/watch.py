@@ -9,18 +9,15 @@ it), so a list right after a POST or DELETE on the same replica shows it. While 
 """
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
-from kubernetes.watch.watch import iter_resp_lines
 
-from autoscaler.controller.reflector import interrupt_watch, object_key
+from autoscaler.controller.reflector import Reflector, object_key
 from autoscaler.overrides.model import GROUP, PLURAL, VERSION, ScalingOverride
 
 __all__ = ["OverrideWatch", "Entry"]
@@ -63,39 +60,22 @@ def _newer(rv: str, than: str) -> bool:
         return rv != than
 
 
-class OverrideWatch:
+class OverrideWatch(Reflector):
     """Every ScalingOverride (of `namespace`, or all) in memory, with a version that changes on every change."""
 
     def __init__(self, api_client: Any, namespace: str | None = None, backoff_s: float = 1.0,
                  watch_timeout_s: int = 300, clock: Callable[[], float] = time.monotonic) -> None:
         api = kubernetes.client.CustomObjectsApi(api_client)
         if namespace:
-            self._list_fn = lambda **kw: api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kw)
+            list_fn = lambda **kw: api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kw)  # noqa: E731
         else:
-            self._list_fn = lambda **kw: api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)
+            list_fn = lambda **kw: api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)  # noqa: E731
+        super().__init__("overrides", list_fn, transform=entry_of, backoff_s=backoff_s, watch_timeout_s=watch_timeout_s)
         self.namespace = namespace
-        self._backoff_s, self._watch_timeout_s, self._clock = backoff_s, watch_timeout_s, clock
-        self._lock = threading.Lock()
-        self._items: dict[tuple[str, str], Entry] = {}
+        self._clock = clock
         self._tombstones: dict[tuple[str, str], tuple[str, float]] = {}   # key -> (uid, until)
         self._version = 0
         self._up = False          # listed and watching: the cache follows the API server
-        self.synced = threading.Event()
-        self._stop = threading.Event()
-        self._response: Any = None
-        self._thread = threading.Thread(target=self._run, name="override-watch", daemon=True)
-
-    # ---------------------------------------------------------------- lifecycle
-    def start(self) -> "OverrideWatch":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        response = self._response
-        if response is not None:
-            interrupt_watch(response)
-        self._thread.join(timeout=5)
 
     def wait_synced(self, timeout_s: float) -> bool:
         return self.synced.wait(timeout_s)
@@ -109,12 +89,10 @@ class OverrideWatch:
         return self._version if self._up else None
 
     def entries(self) -> list[Entry]:
-        with self._lock:
-            return list(self._items.values())
+        return self.items()
 
     def entry(self, namespace: str, name: str) -> Entry | None:
-        with self._lock:
-            return self._items.get((namespace, name))
+        return self.get(namespace, name)
 
     # ---------------------------------------------------------------- the store's own writes
     def wrote(self, obj: dict) -> None:
@@ -139,36 +117,21 @@ class OverrideWatch:
             self._tombstones[key] = (current.uid, self._clock() + TOMBSTONE_S)
             self._version += 1
 
-    # ---------------------------------------------------------------- list then watch
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                version = self._list()
-            except Exception as exc:  # noqa: BLE001 - any failure is logged and retried, less often each time
-                self._down(f"list: {exc}")
-                failures += 1
-                self._stop.wait(min(MAX_BACKOFF_S, self._backoff_s * 2 ** (failures - 1)))
-                continue
-            failures = 0
-            try:
-                self._watch_from(version)
-            except Exception as exc:  # noqa: BLE001
-                if self._stop.is_set():
-                    return
-                if not (isinstance(exc, kubernetes.client.ApiException) and exc.status == 410):
-                    self._down(f"watch: {exc}")
-                    self._stop.wait(self._backoff_s)
-
-    def _down(self, why: str) -> None:
+    # ---------------------------------------------------------------- the reflector's hooks
+    def _failed(self, operation: str, exc: Exception) -> None:
         if self._up:
-            log.warning("override watch down (reads go to the API server): %s", why)
+            log.warning("override watch down (reads go to the API server): %s: %s", operation, exc)
         self._up = False
 
-    def _list(self) -> str:
-        response = self._list_fn(_preload_content=False)
-        body = json.loads(response.data)
-        items = {object_key(o): entry_of(o) for o in body.get("items", [])}
+    def _list_backoff_s(self, failures: int) -> float:
+        # less often each time: no rights, or the API server away for long
+        return min(MAX_BACKOFF_S, self._backoff_s * 2 ** (failures - 1))
+
+    def _watching(self) -> None:
+        self._up = True
+
+    def _replace(self, objects: list[dict]) -> None:
+        items = {object_key(o): entry_of(o) for o in objects}
         with self._lock:
             now = self._clock()
             self._tombstones = {k: v for k, v in self._tombstones.items() if v[1] > now}
@@ -177,31 +140,8 @@ class OverrideWatch:
                     del items[key]
             self._items = items
             self._version += 1
-        self.synced.set()
-        return body["metadata"]["resourceVersion"]
 
-    def _watch_from(self, version: str) -> None:
-        while not self._stop.is_set():
-            response = self._list_fn(watch=True, resource_version=version, timeout_seconds=self._watch_timeout_s,
-                                     allow_watch_bookmarks=True, _preload_content=False)
-            self._response = response
-            self._up = True
-            try:
-                for line in iter_resp_lines(response):
-                    if not line or self._stop.is_set():
-                        continue
-                    version = self._apply(json.loads(line), version)
-            finally:
-                self._response = None
-                response.release_conn()
-
-    def _apply(self, event: dict, version: str) -> str:
-        kind, obj = event["type"], event["object"]
-        if kind == "ERROR":
-            raise kubernetes.client.ApiException(status=obj.get("code"), reason=obj.get("message"))
-        version = (obj.get("metadata") or {}).get("resourceVersion", version)
-        if kind == "BOOKMARK":
-            return version
+    def _event(self, kind: str, obj: dict) -> None:
         key = object_key(obj)
         uid = (obj.get("metadata") or {}).get("uid", "")
         with self._lock:
@@ -216,5 +156,3 @@ class OverrideWatch:
             elif tomb is None or tomb[0] != uid:
                 self._items[key] = entry_of(obj)
                 self._version += 1
-        return version
-
