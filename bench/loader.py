@@ -98,7 +98,9 @@ def child_warmscale(args: dict) -> dict:
             sampler.held = 0
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "bytes": report.bytes, "base_rss": base, "retries": report.fetch.retries,
-            "hedges": report.fetch.hedges, "requests": report.fetch.requests,
+            "hedges": report.fetch.hedges, "hedge_wins": report.fetch.hedge_wins,
+            "losers_aborted": report.fetch.losers_aborted, "range_bytes": config.effective_range_bytes,
+            "requests": report.fetch.requests,
             "peak_rss_minus_held": sampler.peak_over_held, "memory_limit_bytes": config.memory_limit_bytes,
             "recycled_bytes": report.recycled_bytes}
 

@@ -38,7 +38,8 @@ def summary(runs: list[dict]) -> dict:
     out = {"median_gb_per_s": round(mid["gb_per_s"], 4), "min_gb_per_s": mid["min_gb_per_s"],
            "max_gb_per_s": mid["max_gb_per_s"],
            "median_seconds": round(statistics.median(r["seconds"] for r in runs), 3), "runs": len(runs)}
-    return out | {k: mid[k] for k in ("peak_rss_minus_held", "rss_over_base", "hedges", "memory_limit_bytes") if k in mid}
+    return out | {k: mid[k] for k in ("peak_rss_minus_held", "rss_over_base", "hedges", "hedge_wins", "losers_aborted",
+                                         "range_bytes", "memory_limit_bytes") if k in mid}
 
 
 def main() -> None:
@@ -208,6 +209,14 @@ def render_md(r: dict) -> str:
             lines.append(f"| {scenario} | {name} | {s['median_gb_per_s']:.3f} | {s['min_gb_per_s']:.3f} | "
                          f"{s['max_gb_per_s']:.3f} | {s['median_seconds']:.2f} | "
                          f"{r['ratios'][f'{scenario}:{name}_vs_clean_ceiling']:.3f} |")
+    lines += ["", "| scenario | warmscale path | range MiB | hedges (most in a run) | hedge wins (median run) "
+                  "| losers aborted (median run) |", "|---|---|---|---|---|---|"]
+    for scenario, by_name in r["scenarios"].items():
+        for name in ("warmscale", "warmscale_ring"):
+            s = by_name.get(name)
+            if s and "range_bytes" in s:
+                lines.append(f"| {scenario} | {'host' if name == 'warmscale' else 'ring'} | {s['range_bytes'] / 2**20:g} | "
+                             f"{s.get('hedges', '')} | {s.get('hedge_wins', '')} | {s.get('losers_aborted', '')} |")
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["ratios"].items() if "_vs_clean_ceiling" not in k]
     lines += ["", "| target | met |", "|---|---|"]

@@ -89,3 +89,32 @@ def test_the_loader_hedges_past_stalled_connections(s3_server, shaped, ckpt_on_s
         if hedge_wins:
             break
     assert hedges > 0 and hedge_wins > 0
+
+
+def test_a_winning_hedge_closes_the_stalled_connection_at_once(s3_server, shaped, ckpt_on_s3,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One connection in ten holds every response 8 s. When a hedge wins, the stalled request is aborted
+    (its socket shut down through botocore's connection) at once: by a second after the load returns no
+    fetch thread is left blocked on it, and the hedge's bytes went in after the primary had stopped."""
+    import threading
+
+    toxi, endpoint = shaped
+    toxi.shape("s3", Shape(RATE_KB_S * 10, latency_ms=5, stall_share=0.1, stall_ms=8000))
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    location, directory = ckpt_on_s3
+    config = LoaderConfig(endpoint_url=endpoint, range_bytes=256 * 1024, memory_limit_bytes=4 << 20, concurrency=8,
+                          hedge_min_s=0.3)
+    for _ in range(6):  # until a load has a winning hedge (toxiproxy draws the stalled connections)
+        report = LoadReport(location=location)
+        load_checkpoint(location, "cpu", config, report=report)
+        if report.fetch.hedge_wins:
+            break
+    assert report.fetch.hedge_wins > 0
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and any(
+            t.name.startswith(("warmscale-fetch", "warmscale-hedge")) for t in threading.enumerate()):
+        time.sleep(0.02)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("warmscale-fetch", "warmscale-hedge"))]
+    assert report.fetch.losers_aborted >= report.fetch.hedge_wins
+    assert report.fetch.losers_still_running == 0

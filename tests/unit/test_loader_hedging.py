@@ -390,3 +390,34 @@ def test_stop_aborts_reads_blocked_on_a_stalled_connection(shard: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_an_s3_read_that_loses_is_aborted_through_botocores_connection(shard: Path, phase: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same through boto3: the S3 source's client attaches its connections to the read handles."""
+    from loader.sources.s3 import S3Source
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    data = shard.read_bytes()
+    server, state = _serve(data, stall_from=len(data) // 2, phase=phase, stall_s=20.0)
+    try:
+        source = S3Source("s3://bucket/model", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+        assert source.abortable
+        size = 64 * 1024
+        jobs = [RangeJob(i, 0, "model.safetensors", off, min(size, len(data) - off), None)
+                for i, off in enumerate(range(0, len(data), size))]
+        source.data = data  # type: ignore[attr-defined]  # for _fetch_all's check
+        started = time.monotonic()
+        fetcher = _fetch_all(source, jobs, LoaderConfig(concurrency=3, hedge_min_s=0.1, hedge_factor=3.0))  # type: ignore[arg-type]
+        assert time.monotonic() - started < 10
+        deadline = time.monotonic() + 1.0
+        while (state["client_gone"] is None or _fetch_threads()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state["client_gone"] is not None, "the losing request's connection was left open"
+        assert not _fetch_threads()
+        assert fetcher.stats.hedge_wins == 1 and fetcher.stats.losers_aborted == 1
+    finally:
+        server.shutdown()
+        server.server_close()
