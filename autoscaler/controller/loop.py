@@ -7,7 +7,8 @@ the target's scale subresource; then write status when something in it changed.
 
 Threads: two reflectors (ModelAutoscalers, pods: list + watch, warm on leader and standby alike),
 the Lease elector, apscheduler's interval job (max one tick at a time, late ticks coalesced), a
-worker pool for the per-model I/O, and the probe/metrics server.
+worker pool for the per-model I/O, and the probe/metrics server. Direct scrapes of every model's
+Ready pods go out in one round before the models decide, so no model waits on its own scrape.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
 from autoscaler.metrics.direct import DirectSensor
 from autoscaler.metrics.observe import Reading, policy_rate_window_s
 from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
-from autoscaler.metrics.scrape import Scraper
+from autoscaler.metrics.scrape import Scraper, ScrapeResult
 from autoscaler.policy.overrides import apply_overrides
 from autoscaler.policy.registry import make_policy
 
@@ -89,6 +90,18 @@ class _Model:
     recent: list = field(default_factory=list)
     conditions: list = field(default_factory=list)
     last_scale_time: str | None = None
+
+
+@dataclass
+class _Round:
+    """One model's part of a tick, from the pod cache and its spec, before any metric is read."""
+    obj: dict
+    key: tuple[str, str]
+    model: _Model | None = None
+    fleet: FleetCount | None = None
+    targets: dict[str, str] = field(default_factory=dict)       # direct scrapes: {pod: url}
+    unresolved: dict[str, str] = field(default_factory=dict)    # Ready pods without a URL: {pod: why}
+    problem: Exception | None = None
 
 
 class Controller:
@@ -213,7 +226,9 @@ class Controller:
         for key in [k for k in self._models if k not in live]:
             self._forget(key)
         overrides = _by_target(self.overrides.items())
-        list(self._pool.map(lambda o: self._tick_guarded(o, index, overrides, now), objects))
+        rounds = [self._prepare(obj, index) for obj in objects]
+        scraped = self._scrape(rounds)
+        list(self._pool.map(lambda r: self._tick_guarded(r, scraped.get(r.key, {}), overrides.get(r.key, []), now), rounds))
         elapsed = time.monotonic() - started
         self.metrics.tick_seconds.observe(elapsed)
         self.metrics.models.set(len(objects))
@@ -231,13 +246,39 @@ class Controller:
         if model:
             self.metrics.forget((*key, model.spec.model))
 
-    def _tick_guarded(self, obj: dict, index: PodIndex, overrides: dict, now: float) -> None:
-        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+    def _prepare(self, obj: dict, index: PodIndex) -> _Round:
+        meta = obj["metadata"]
+        rnd = _Round(obj, (meta["namespace"], meta["name"]))
         try:
-            self._tick_model(obj, index, overrides.get(key, []), now)
+            rnd.model = self._model(obj)
+            rnd.fleet = count_fleet(index.select(rnd.key[0], rnd.model.spec.selector.match_labels))
+            if rnd.model.sensor is not None:
+                rnd.targets, rnd.unresolved = rnd.model.sensor.targets([p.ref for p in rnd.fleet.ready])
+        except Exception as exc:  # noqa: BLE001 - reported by this model's own tick
+            rnd.problem = exc
+        return rnd
+
+    def _scrape(self, rounds: list[_Round]) -> dict[tuple[str, str], dict[str, ScrapeResult]]:
+        """Every direct-scraped model's Ready pods in one round, all in flight at once: a model's
+        tick then waits on no request of its own."""
+        jobs = {(r.key, target): (target, url, r.model.spec.model)
+                for r in rounds if r.targets for target, url in r.targets.items()}
+        by_model: dict[tuple[str, str], dict[str, ScrapeResult]] = {}
+        for (key, target), result in self._scraper.scrape_jobs(jobs).items():
+            by_model.setdefault(key, {})[target] = result
+        return by_model
+
+    def _tick_guarded(self, rnd: _Round, scraped: dict[str, ScrapeResult], override_objects: list[dict], now: float) -> None:
+        try:
+            if isinstance(rnd.problem, (pydantic.ValidationError, ValueError)):
+                self._write_invalid(rnd.obj, now, rnd.problem)
+            elif rnd.problem is not None:
+                raise rnd.problem
+            else:
+                self._tick_model(rnd, scraped, override_objects, now)
         except Exception as exc:  # noqa: BLE001 - one model's failure never stops the others
-            self._error(f"tick {key[0]}/{key[1]}", exc)
-            self._write_failure(obj, now, exc)
+            self._error(f"tick {rnd.key[0]}/{rnd.key[1]}", exc)
+            self._write_failure(rnd.obj, now, exc)
 
     def _model(self, obj: dict) -> _Model:
         meta = obj["metadata"]
@@ -274,9 +315,10 @@ class Controller:
             self._models[key] = new
         return new
 
-    def _observe(self, model: _Model, fleet: FleetCount, now: float) -> Reading:
+    def _observe(self, rnd: _Round, scraped: dict[str, ScrapeResult], now: float) -> Reading:
+        model, fleet = rnd.model, rnd.fleet
         if model.sensor is not None:
-            return model.sensor.observe(now, [p.ref for p in fleet.ready], len(fleet.loading))
+            return model.sensor.read(now, scraped, len(fleet.ready), len(fleet.loading), rnd.unresolved)
         if self.config.prometheus_url is None:
             from autoscaler.contract import Observation
             obs = Observation(model.spec.model, now, len(fleet.ready), len(fleet.loading), None, None, None, None, None, None)
@@ -296,17 +338,10 @@ class Controller:
             return list(self._overrides_fn(ns, name, now))
         return specs_from_objects(objects, ns, name, now) if objects else []
 
-    def _tick_model(self, obj: dict, index: PodIndex, override_objects: list[dict], now: float) -> None:
-        meta = obj["metadata"]
-        ns, name = meta["namespace"], meta["name"]
-        try:
-            model = self._model(obj)
-        except (pydantic.ValidationError, ValueError) as exc:
-            self._write_invalid(obj, now, exc)
-            return
-        spec = model.spec
-        fleet = count_fleet(index.select(ns, spec.selector.match_labels))
-        reading = self._observe(model, fleet, now)
+    def _tick_model(self, rnd: _Round, scraped: dict[str, ScrapeResult], override_objects: list[dict], now: float) -> None:
+        obj, (ns, name), model, fleet = rnd.obj, rnd.key, rnd.model, rnd.fleet
+        meta, spec = obj["metadata"], model.spec
+        reading = self._observe(rnd, scraped, now)
         decision = model.policy.decide(reading.observation)
         overrides = self._active_overrides(ns, name, override_objects, now)
         if overrides:

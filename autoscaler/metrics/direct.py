@@ -1,13 +1,15 @@
 """The low-lag sensor: scrape a model's Ready pods (and its router) directly, build the Observation."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from autoscaler.metrics.observe import ObservationBuilder, Reading
 from autoscaler.metrics.resolver import PodRef, PodResolver
-from autoscaler.metrics.scrape import Scraper
+from autoscaler.metrics.scrape import Scraper, ScrapeResult
 
 __all__ = ["DirectSensor"]
+
+ROUTER_TARGET = "\0router"   # the router's key among the pods' (no pod name holds a NUL)
 
 
 class DirectSensor:
@@ -26,6 +28,14 @@ class DirectSensor:
         self.scraper = scraper or Scraper(timeout_s=timeout_s, model=model)
 
     def observe(self, now: float, ready_pods: Sequence[PodRef], loading_replicas: int) -> Reading:
+        targets, errors = self.targets(ready_pods)
+        results = self.scraper.scrape(targets, model=self.model)
+        return self.read(now, results, len(ready_pods), loading_replicas, errors)
+
+    def targets(self, ready_pods: Sequence[PodRef]) -> tuple[dict[str, str], dict[str, str]]:
+        """What to scrape, `{target: url}`, and the pods that have no URL, `{pod: why}`. A caller
+        that scrapes many models in one round (the controller) scrapes these and passes the
+        results to `read`."""
         targets, errors = {}, {}
         for pod in ready_pods:
             url = self.resolver.metrics_url(pod)
@@ -34,12 +44,17 @@ class DirectSensor:
             else:
                 targets[pod.name] = url
         if self.router_url:
-            targets["\0router"] = self.router_url
-        results = self.scraper.scrape(targets, model=self.model)
-        router_result = results.pop("\0router", None)
+            targets[ROUTER_TARGET] = self.router_url
+        return targets, errors
+
+    def read(self, now: float, results: Mapping[str, ScrapeResult], ready_replicas: int, loading_replicas: int,
+             errors: Mapping[str, str]) -> Reading:
+        """The Reading from one round's scrape results of `targets`."""
+        results = dict(results)
+        router_result = results.pop(ROUTER_TARGET, None)
         samples = {pod: r.sample for pod, r in results.items() if r.sample is not None}
-        errors.update({pod: r.error or "no sample" for pod, r in results.items() if r.sample is None})
-        reading = self.builder.build(now, samples, len(ready_pods), loading_replicas,
+        errors = {**errors, **{pod: r.error or "no sample" for pod, r in results.items() if r.sample is None}}
+        reading = self.builder.build(now, samples, ready_replicas, loading_replicas,
                                      router=router_result.sample if router_result else None, errors=errors)
         if router_result is not None and router_result.sample is None:
             reading = Reading(reading.observation, reading.missing, (*reading.reasons, f"router: {router_result.error}"),

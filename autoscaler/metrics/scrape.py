@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -211,8 +211,13 @@ class Scraper:
             return ScrapeResult(target, url, None, f"scrape of {url}: {exc}")
 
     def scrape(self, targets: Mapping[str, str], model: str | None = None) -> dict[str, ScrapeResult]:
-        futures = {t: self._pool.submit(self.scrape_one, t, url, model) for t, url in targets.items()}
-        return {t: f.result() for t, f in futures.items()}
+        return self.scrape_jobs({t: (t, url, model) for t, url in targets.items()})
+
+    def scrape_jobs(self, jobs: Mapping[Hashable, tuple[str, str, str | None]]) -> dict[Hashable, ScrapeResult]:
+        """One round over many models' targets at once: `{key: (target, url, model)}` -> `{key: result}`,
+        every request in flight as soon as a worker is free."""
+        futures = {key: self._pool.submit(self.scrape_one, *job) for key, job in jobs.items()}
+        return {key: f.result() for key, f in futures.items()}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -78,6 +78,13 @@ def _pods(names: list[str]):
                                           "conditions": [{"type": "Ready", "status": "True"}]}}) for n in names])
 
 
+def _tick(controller, obj: dict, index, now: float) -> None:
+    """One model's part of a tick: prepared from the pod cache, no scrape results (the resolver gives no URL)."""
+    rnd = controller._prepare(obj, index)
+    assert rnd.problem is None and not rnd.targets
+    controller._tick_guarded(rnd, {}, [], now)
+
+
 def test_periodic_scale_rereads_of_many_models_are_spread_over_the_ticks(controller):
     names = [f"m{i}" for i in range(120)]
     objects = [_object(_spec(scaleTargetRef={"name": n}, selector={"matchLabels": {"app": n}}), n) for n in names]
@@ -87,7 +94,7 @@ def test_periodic_scale_rereads_of_many_models_are_spread_over_the_ticks(control
     for k in range(13):                      # 60 s of 5 s ticks; re-read period 30 s
         before = len(scales.reads)
         for obj in objects:
-            controller._tick_model(obj, index, [], t0 + 5 * k)
+            _tick(controller, obj, index, t0 + 5 * k)
         per_tick.append(len(scales.reads) - before)
     assert per_tick[0] == len(names)         # the first tick reads every target
     later = per_tick[1:]
@@ -100,7 +107,7 @@ def test_an_idle_model_writes_its_status_once_and_then_only_every_state_period(c
     obj, index, t0 = _object(_spec()), _pods(["engine"]), 1_000_000.0
     times = [t0 + 5 * k for k in range(int(controller.config.state_every_s * 2 / 5) + 1)]
     for t in times:
-        controller._tick_model(obj, index, [], t)
+        _tick(controller, obj, index, t)
     assert not scales.writes
     assert 2 <= len(statuses) <= 3           # the first write, then one refresh per 300 s
 
@@ -131,3 +138,66 @@ def test_the_cli_client_pools_a_connection_per_worker_and_keeps_the_kubeconfig_c
     assert client.configuration.host == "https://127.0.0.1:6443"
     assert "Bearer abc" in client.configuration.api_key.values()
     assert client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 40
+
+
+class SlowMetricsServer:
+    """Serves a vLLM metrics page per pod after a pause, and records how many requests overlapped."""
+
+    def __init__(self, pause_s: float):
+        import http.server
+        import threading
+
+        self.in_flight = self.most_in_flight = 0
+        lock, server = threading.Lock(), self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                import time
+
+                with lock:
+                    server.in_flight += 1
+                    server.most_in_flight = max(server.most_in_flight, server.in_flight)
+                time.sleep(pause_s)
+                with lock:
+                    server.in_flight -= 1
+                model = self.path.strip("/").split("/")[0]
+                body = f'vllm:num_requests_waiting{{model_name="{model}"}} 3\n'.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_tick_scrapes_every_models_pods_in_one_round_not_model_by_model():
+    """With more models than model workers, the scrapes of all models are in flight together (up
+    to the scraper's pool), and each model decides on its own pod's sample."""
+    server = SlowMetricsServer(pause_s=0.3)
+    names = [f"m{i}" for i in range(24)]
+    ctl = Controller(ControllerConfig(namespace="ns", interval_s=5.0, identity="unit", workers=4),
+                     kubernetes.client.ApiClient(),
+                     resolver=MappingResolver({f"{n}-0": f"{server.url}/{n}/metrics" for n in names}))
+    try:
+        _fake_api(ctl)
+        index = _pods(names)
+        rounds = [ctl._prepare(_object(_spec(model=n, scaleTargetRef={"name": n}, selector={"matchLabels": {"app": n}}), n),
+                               index) for n in names]
+        scraped = ctl._scrape(rounds)
+        assert server.most_in_flight > ctl.config.workers
+        assert set(scraped) == {("ns", n) for n in names}
+        reading = ctl._observe(rounds[5], scraped[("ns", "m5")], 1_000_000.0)
+        assert reading.observation.waiting_requests == 3 and reading.observation.model == "m5"
+    finally:
+        ctl._scraper.close()
+        ctl._pool.shutdown()
+        server.close()
