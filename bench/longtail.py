@@ -26,8 +26,10 @@ bench/results/longtail.{md,json}):
   `min_replicas` 0 (scale to zero) and with `min_replicas` 1 (one replica per model kept, the
   baseline), the policy told the tier's cold start (`ReplicaCapacity.cold_start_s`), direct 1 s
   scrapes of the engines and the router's arrivals and held requests (local mode; the router holds
-  requests while a model has no Ready engine), a decision every 5 s. Both arms start with one Ready
-  replica per model.
+  requests while a model has no Ready engine), a decision every 5 s, and one at once for a model
+  whose request the router starts holding while nothing of it is starting (the activator, as the
+  router ships it: `SimConfig.activator`; `--no-activator` decides on the 5 s schedule only). Both
+  arms start with one Ready replica per model.
 * **Measured**: GPU-hours of the whole fleet (every GPU an engine holds, awake or asleep), and the
   time to first token of the requests that arrived when their model had no Ready replica ("at
   zero"; held by the router), pooled over models; primary-SLO attainment beside them. Medians over
@@ -107,14 +109,14 @@ def build_fleet(models: int, top_rps: float, zipf: float, hours: float, offset_h
 
 
 def run_arm(workloads, profile, tier: str, min_replicas: int, nodes: int, sleep_s: float, seed: int,
-            activate_on_hold: bool = False) -> dict:
+            activator: bool = True) -> dict:
     cold_s = profile.cold_start.tier_s(tier)
     cap = profile.to_capacity().model_copy(update={"cold_start_s": cold_s})
     specs = [ModelSpec(w, make_policy("warmscale", cap, min_replicas=min_replicas), profile) for w in workloads]
     fleet = fleet_for_tier(tier, nodes=nodes, sleep_s=sleep_s)
     cfg = SimConfig(sensing=SensingConfig(mode="direct"), nodes=fleet,
                     initial_replicas={w.model: 1 for w in workloads}, timeline_interval_s=600.0,
-                    activate_on_hold=activate_on_hold)
+                    activator=activator)
     sim = Simulation(specs, cfg, seed=seed)
     t0 = time.perf_counter()
     res = sim.run()
@@ -141,7 +143,7 @@ def run_arm(workloads, profile, tier: str, min_replicas: int, nodes: int, sleep_
         "ttft_p99_s": float(np.percentile(ttft[ok], 99)) if ok.any() else None,
         "attainment": 1.0 - misses / max(1, n_att), "slo_misses": int(misses),
         "dropped": int((sim.dropped != 0).sum()), "starts_by_tier": tiers,
-        "models_at_zero_share": _zero_share(res), "wall_s": wall,
+        "models_at_zero_share": _zero_share(res), "pokes": int(sum(m.pokes for m in sim.models)), "wall_s": wall,
     }
 
 
@@ -264,8 +266,9 @@ def main(argv=None) -> int:
     p.add_argument("--nodes", type=int, default=5, help="nodes of 8 GPUs")
     p.add_argument("--sleep-s", type=float, default=600.0, help="asleep tier: how long a scaled-down engine sleeps")
     p.add_argument("--profile", default="h100-llama-3.1-8b")
-    p.add_argument("--activate-on-hold", action="store_true",
-                   help="what-if: a request held at zero orders a replica at once (SimConfig.activate_on_hold)")
+    p.add_argument("--no-activator", action="store_true",
+                   help="decide on the policy's schedule only: a request held at zero does not make the policy "
+                        "decide at once (SimConfig.activator off)")
     p.add_argument("--out", default=str(RESULTS / "longtail"), help="writes OUT.json and OUT.md")
     p.add_argument("--part", default=None, metavar="NAME",
                    help="write only the runs to OUT_part_NAME.json (to split the arms over several runs)")
@@ -287,13 +290,13 @@ def main(argv=None) -> int:
             workload_info = info
         for tier in tiers:
             for mr in (0, 1):
-                r = run_arm(workloads, profile, tier, mr, a.nodes, a.sleep_s, seed, a.activate_on_hold)
+                r = run_arm(workloads, profile, tier, mr, a.nodes, a.sleep_s, seed, not a.no_activator)
                 runs.append(r)
                 print(f"seed {seed} {tier:6s} min {mr}: {r['gpu_hours']:.2f} GPU-h, at zero {r['held_requests']} "
                       f"p99 TTFT {_f(r['held_ttft_p99_s'])} s, attainment {r['attainment'] * 100:.2f} %, "
-                      f"starts {r['starts_by_tier']} ({r['wall_s']:.0f} s)", flush=True)
+                      f"starts {r['starts_by_tier']}, pokes {r['pokes']} ({r['wall_s']:.0f} s)", flush=True)
     args = {"models": a.models, "top_rps": a.top_rps, "zipf": a.zipf, "hours": a.hours, "offset_h": a.offset_h,
-            "seeds": seeds, "tiers": tiers, "nodes": a.nodes, "sleep_s": a.sleep_s, "activate_on_hold": a.activate_on_hold}
+            "seeds": seeds, "tiers": tiers, "nodes": a.nodes, "sleep_s": a.sleep_s, "activator": not a.no_activator}
     command = "bench/longtail.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if a.part:
         part = Path(f"{a.out}_part_{a.part}.json")
@@ -309,10 +312,10 @@ def merge(out: Path) -> int:
     if not parts:
         raise SystemExit(f"error: no {out}_part_*.json to merge")
     docs = [json.loads(p.read_text()) for p in parts]
-    keys = ("models", "top_rps", "zipf", "hours", "offset_h", "nodes", "sleep_s", "activate_on_hold")
-    base = {k: docs[0]["args"][k] for k in keys}
+    keys = ("models", "top_rps", "zipf", "hours", "offset_h", "nodes", "sleep_s", "activator")
+    base = {k: docs[0]["args"].get(k) for k in keys}
     for d in docs[1:]:
-        if {k: d["args"][k] for k in keys} != base or d["profile"] != docs[0]["profile"]:
+        if {k: d["args"].get(k) for k in keys} != base or d["profile"] != docs[0]["profile"]:
             raise SystemExit(f"error: parts differ in their set-up: {base} vs {d['args']}")
     runs = [r for d in docs for r in d["runs"]]
     tiers = [t for t in TIERS if any(r["tier"] == t for r in runs)]
@@ -344,15 +347,17 @@ def write(out: Path, profile, args: dict, commands: list[str], workload_info, ru
         + "; ".join(f"{t}: {fleet_for_tier(t, nodes=a.nodes, sleep_s=a.sleep_s).describe()}" for t in tiers),
         "sensing: " + SensingConfig(mode="direct").describe(),
         "policy: warmscale at its defaults (autoscaler/policy/warmscale.py: decision every 5 s, idle_grace_s 300 before "
-        "scaling to zero, a held request or arrival orders one replica at the next decision), told the tier's cold start",
+        "scaling to zero, a held request or arrival orders one replica), told the tier's cold start",
+        ("activator (as the router ships it; SimConfig.activator): a request the router starts holding for a model with "
+         "nothing Ready, starting or pending makes the policy decide for that model at once, through the same stages "
+         "as a tick; the 5 s schedule goes on" if a.activator else
+         "NO ACTIVATOR (--no-activator): the policy decides on its 5 s schedule only; a held request waits for the "
+         "next decision"),
         "GPU-hours: every GPU an engine holds from its start to its exit, awake or asleep, summed over models",
         "requests at zero: arrived when their model had no Ready replica (the router holds them until one is Ready, "
         "at most 600 s); TTFT from arrival to the first token",
         f"machine: {platform.platform()}, Python {platform.python_version()}; {wall:.0f} s of simulation in all",
     ]
-    if a.activate_on_hold:
-        setup.insert(3, "WHAT-IF: a request held at zero orders a replica at once (SimConfig.activate_on_hold); "
-                        "warmscale's router and runner do not do this today")
     doc = {"bench": "longtail", "command": " && ".join(commands), "parts": parts,
            "profile": profile.name, "args": args,
            "tier_cold_starts_s": {t: profile.cold_start.tier_s(t) for t in tiers},

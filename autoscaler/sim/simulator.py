@@ -18,7 +18,10 @@ Pieces (all on one virtual clock, seconds on the trace's own clock):
   router's arrivals and held requests, read through Prometheus (15 s scrapes with jitter and
   missed scrapes, answers 15 s late, `rate()` with its extrapolation) or by direct 1 s scrapes.
 * **Control**: every `policy.interval_s` the policy gets an `Observation` and its `Decision.desired`
-  is applied at once (replica counts come fresh from the API server, not lagged).
+  is applied at once (replica counts come fresh from the API server, not lagged). With
+  `SimConfig.activator` (the default), a request held for a model with nothing Ready, starting or
+  pending also makes a policy that ships behind an activator (`has_activator`) decide for that
+  model at once, as Knative's activator pokes its autoscaler and warmscale's router wakes its loop.
 * **GPU budget**: at most `gpu_budget` GPUs held at once by all models together.
 * **Nodes and cold-start tiers** (only with `SimConfig.nodes`; `autoscaler.sim.nodes`): GPUs live on
   nodes with state (image present, weights staged, engines asleep); a start lands on the warmest
@@ -47,7 +50,25 @@ from autoscaler.sim.prewarm import forecast_of
 from autoscaler.sim.results import SimResult, summarize
 from autoscaler.sim.sensing import SensingConfig, Sensor, hist_quantile as _hist_quantile
 
-__all__ = ["SimConfig", "ModelSpec", "Simulation", "simulate"]
+__all__ = ["SimConfig", "ModelSpec", "Simulation", "simulate", "ACTIVATED_POLICIES", "has_activator"]
+
+# Policies whose production deployment holds requests at zero and asks the autoscaler to decide at
+# once (not at its next tick):
+# - warmscale: its router wakes the local loop for a model it starts holding (autoscaler/local/runner.py);
+# - knative: the activator sends the held request's stat to the autoscaler, whose multiscaler
+#   `Poke`s a revision's scaler at once when it is at zero (knative/serving pkg/autoscaler/scaling/
+#   multiscaler.go). KEDA's HTTP add-on holds requests too and pushes activity to KEDA (an
+#   external-push scaler), but the `keda` peer here is the Prometheus scaler vLLM's production stack
+#   ships, polled every pollingInterval, with no component holding requests; HPA and AIBrix never
+#   scale from zero.
+ACTIVATED_POLICIES = frozenset({"warmscale", "knative"})
+
+
+def has_activator(policy) -> bool:
+    """Whether `policy` ships behind an activator: its own `activator` attribute when it has one,
+    else its name in ACTIVATED_POLICIES."""
+    own = getattr(policy, "activator", None)
+    return bool(own) if own is not None else getattr(policy, "name", None) in ACTIVATED_POLICIES
 
 # event kinds (ordering among simultaneous events: ready before scrape before tick)
 _READY, _SCRAPE, _TICK, _HORIZON, _SLEEP_END = 0, 1, 2, 3, 4
@@ -63,10 +84,13 @@ class SimConfig:
     timeline_interval_s: float = 60.0    # resolution of the timeline kept for plots
     min_replicas: int = 0                # floor applied to every decision (0: policy decides alone)
     nodes: NodeFleet | None = None       # GPU nodes with state and cold-start tiers; None: one cold-start number
-    # A request that finds its model with nothing Ready, starting or pending orders one replica at
-    # once, before the next decision (as Knative's activator pokes its autoscaler). warmscale's
-    # router does not do this today (its runner decides every interval): a what-if, off by default.
-    activate_on_hold: bool = False
+    # The activator: a request the gateway holds for a model with nothing Ready, starting or pending
+    # makes the policy decide for that model at once, out of schedule, on an Observation carrying
+    # the gateway's held count (the poke); the decision goes through the same stages as a tick and
+    # the tick schedule goes on. Only for policies that ship behind an activator (`has_activator`):
+    # warmscale's router, Knative's activator; and only with a router (`sensing.router`). False:
+    # every policy decides on its schedule only.
+    activator: bool = True
 
 
 @dataclass
@@ -109,6 +133,8 @@ class _Model:
     horizon: dict | None = None
     sensor: Sensor | None = None
     tier_starts: Counter = field(default_factory=Counter)
+    activator: bool = False              # held requests poke the policy (SimConfig.activator and has_activator)
+    pokes: int = 0                       # out-of-band decisions the activator asked for
 
     def active(self):
         return self.ready + self.draining
@@ -141,6 +167,9 @@ class Simulation:
             self.models.append(_Model(w.model, spec, i, spec.policy, spec.profile, n0, len(w),
                                       hist=[0] * (len(TTFT_BUCKETS) + 1),
                                       sensor=Sensor(self.config.sensing, w.model, spec.profile, seed * 1000 + i)))
+            # the activator is the router: a fleet behind a plain Service (sensing.router False) has none
+            self.models[-1].activator = (self.config.activator and self.config.sensing.router
+                                         and has_activator(spec.policy))
             n0 += len(w)
         self.total = n0
         self.first = np.full(n0, np.nan)
@@ -431,12 +460,16 @@ class Simulation:
     def _observe(self, m: _Model, t: float) -> Observation:
         return m.sensor.observe(t, len(m.ready), len(m.starting) + len(m.pending))
 
-    def _tick(self, m: _Model, t: float) -> None:
+    def _tick(self, m: _Model, t: float, poked: bool = False) -> None:
+        """One decision for `m` at `t`: on its schedule, or out of it when the activator pokes."""
         obs = self._observe(m, t)
+        if poked:
+            # the poke carries what the gateway holds now (the scraped gauge may not show it yet)
+            obs = _replace(obs, held_requests=float(len(m.gateway)))
         pw = self.prewarm
         if pw is not None:
             demand = obs.arrival_rate if obs.arrival_rate is not None else obs.request_rate
-            if demand is not None:
+            if demand is not None and not poked:   # the forecaster's history keeps the tick's spacing
                 pw.observe(m.name, t, demand, obs.prompt_token_rate or 0.0, obs.generation_token_rate or 0.0)
             floor = pw.floor(m.name, t)
             fc = forecast_of(pw, m.name, t)
@@ -543,9 +576,9 @@ class Simulation:
                 else:
                     cold[rid] = True
                     m.gateway.append(req)
-                    if cfg.activate_on_hold and not m.starting and not m.pending:
-                        self._apply(m, 1, ta)
-                        m.last_desired = max(m.last_desired, 1)
+                    if m.activator and not m.starting and not m.pending:
+                        m.pokes += 1
+                        self._tick(m, ta, poked=True)
                 if progress is not None and i % prog_every == 0:
                     progress(i / N)
                 continue

@@ -182,19 +182,3 @@ def test_profiles_give_their_tiers():
     assert c.tier_s("image") == pytest.approx(48.86)
     with pytest.raises(ValueError):
         ColdStart(scheduling_s=0, image_pull_s=0, weights_gb=0, loader_gbps=1, warmup_s=0, tiers={"lukewarm": ColdTier()})
-
-
-def test_activate_on_hold_orders_a_replica_at_the_arrival():
-    prof = _profile(**TIERS4)
-
-    class Never(Scripted):
-        interval_s = 30.0
-
-    w = _workload(arrivals=[10.0], end_s=400.0)
-    fleet = NodeFleet(nodes=1, prestage=True)
-    # the policy would order nothing (and only decides every 30 s): the held request starts one at once
-    res = simulate(w, Never([]), prof, SimConfig(sensing=_direct(), nodes=fleet, activate_on_hold=True))
-    assert res.tier_starts == {"staged": 1}
-    assert res.held_ttft_p50_s == pytest.approx(20.0, abs=0.2)
-    off = simulate(w, Never([]), prof, SimConfig(sensing=_direct(), nodes=fleet))
-    assert off.tier_starts == {} and off.completed == 0
