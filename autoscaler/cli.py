@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     simulate_cli.register(subparsers)
     forecast_cli.register(subparsers)
+    __import__("forecasting.warmpool_cli").warmpool_cli.register(subparsers)
     __import__("autoscaler.api.cli").api.cli.register(subparsers)
     controller_cli.register(subparsers)
     __import__("autoscaler.local.cli").local.cli.register(subparsers)

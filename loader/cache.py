@@ -156,6 +156,28 @@ class WarmCache:
         self._touch(directory, entry)
         return directory / entry["name"] if entry.get("name") else directory
 
+    def locations(self) -> list[str]:
+        """The locations of every entry in the cache (complete or not), sorted."""
+        found = []
+        for directory in self.entries.glob("*"):
+            entry = self._read_entry(directory)
+            found.append(str(entry["location"]) if entry and entry.get("location") else directory.name)
+        return sorted(found)
+
+    def evict(self, location: str) -> bool:
+        """Remove ``location``'s entry unless it is being read or staged; True when it is gone."""
+        directory = self.entry_dir(location)
+        if not directory.exists():
+            directory = self.entries / location  # an entry without entry.json is listed by its key
+        return self._remove(directory)
+
+    def _remove(self, directory: Path) -> bool:
+        with _flock(self.locks / f"{directory.name}.use", fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
+            if not got:
+                return False  # in use by a reader or a stager
+            shutil.rmtree(directory, ignore_errors=True)
+        return True
+
     def _evict_for(self, needed: int, keep: Path) -> list[str]:
         if self.budget_bytes is None:
             return []
@@ -171,10 +193,8 @@ class WarmCache:
         for _, directory, entry in candidates:
             if used + needed <= self.budget_bytes:
                 break
-            with _flock(self.locks / f"{directory.name}.use", fcntl.LOCK_EX | fcntl.LOCK_NB) as got:
-                if not got:
-                    continue  # in use by a reader or a stager
-                shutil.rmtree(directory, ignore_errors=True)
+            if not self._remove(directory):
+                continue  # in use by a reader or a stager
             used -= entry.get("bytes", 0)
             evicted.append(str(entry.get("location", directory.name)))
         if used + needed > self.budget_bytes:

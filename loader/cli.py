@@ -1,6 +1,7 @@
 """``warmscale-loader``: stage checkpoints on a node, load them to a device, make test checkpoints.
 
     warmscale-loader warm s3://bucket/model --cache-dir /mnt/nvme/warmscale --budget 200GB
+    warmscale-loader warm-plan --plan plan.json --node "$NODE_NAME" --cache-dir /mnt/nvme/warmscale --label-node
     warmscale-loader pull s3://bucket/model --device cuda:0 [--cache-dir ...]
     warmscale-loader inspect s3://bucket/model
     warmscale-loader make-checkpoint /tmp/ckpt --size 3GB --shards 2
@@ -36,7 +37,8 @@ EXIT_CODES = f"""exit codes:
   {EXIT_OK}    success
   {EXIT_USAGE}    bad input: an unknown option or setting, a malformed size, a device this machine lacks
   {EXIT_FAILED}    the load or staging failed: not found, not a checkpoint, access denied, corrupt data,
-       the store kept failing
+       the store kept failing; warm-plan: a planned checkpoint failed to stage (the others were staged
+       and labelled) or the node's labels could not be updated
   {EXIT_INTERRUPTED}  interrupted
   {EXIT_INTERNAL}    an unexpected error (a bug: run with -v for the traceback)"""
 _PAGE = 4096
@@ -44,6 +46,14 @@ _PAGE = 4096
 
 class UsageFailure(Exception):
     """A command line argparse rejects; reported like every other failure (JSON under ``--json``)."""
+
+
+class PartlyFailed(Exception):
+    """Some of a command's work failed; ``result`` says what was done (printed under ``--json`` with the error)."""
+
+    def __init__(self, message: str, result: dict[str, object]) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +115,25 @@ def _cmd_warm(args: argparse.Namespace, console: Console) -> dict[str, object]:
         out["verified"] = cache.verify(args.location)
         if not out["verified"]:
             raise SystemExit(_fail(args, f"{args.location}: staged copy failed SHA-256 verification", EXIT_FAILED))
+    return out
+
+
+def _cmd_warm_plan(args: argparse.Namespace, console: Console) -> dict[str, object]:
+    from loader.cache import WarmCache
+    from loader.warmplan import follow_plan, kube_core_api, label_node, load_plan, unlabel_dropped
+
+    plan = load_plan(args.plan)
+    config = _config(args)
+    core = kube_core_api(args.kubeconfig) if args.label_node else None
+    if core is not None:
+        unlabel_dropped(core, args.node, plan.models_for(args.node))
+    result = follow_plan(plan, args.node, WarmCache(args.cache_dir, args.budget), config)
+    out = result.to_json()
+    if core is not None:
+        out["labels"] = label_node(core, args.node, result.staged)
+    if result.failed:
+        raise PartlyFailed(f"node {args.node}: staging failed for "
+                           + "; ".join(f"{m}: {e}" for m, e in result.failed.items()), out)
     return out
 
 
@@ -195,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--verify-local", action="store_true", help="re-hash the staged files afterwards")
     _add_loader_options(warm)
 
+    plan = sub.add_parser("warm-plan", help="stage what the warm-pool plan puts on this node, evict the rest, "
+                          "label the node")
+    plan.add_argument("--plan", type=Path, required=True, help="the plan document (JSON, see loader/warmplan.py)")
+    plan.add_argument("--node", required=True, help="this node's name (the downward API's spec.nodeName)")
+    plan.add_argument("--cache-dir", type=Path, required=True, help="warm-pool directory (NVMe or /dev/shm)")
+    plan.add_argument("--budget", type=parse_size, help="evict least recently used entries to stay under this size")
+    plan.add_argument("--label-node", action="store_true", help="set staged.warmscale.io/<model> labels on the "
+                      "node to what is staged (needs get and patch on nodes)")
+    plan.add_argument("--kubeconfig", type=Path, help="with --label-node outside a pod (default: in-cluster, "
+                      "else ~/.kube/config)")
+    _add_loader_options(plan)
+
     pull = sub.add_parser("pull", help="load a checkpoint to a device and report throughput")
     pull.add_argument("location")
     pull.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -230,9 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(argparse.Namespace(json="--json" in argv), str(exc), EXIT_USAGE)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     console = Console(stderr=True)
-    commands = {"warm": _cmd_warm, "pull": _cmd_pull, "inspect": _cmd_inspect, "make-checkpoint": _cmd_make}
+    commands = {"warm": _cmd_warm, "warm-plan": _cmd_warm_plan, "pull": _cmd_pull, "inspect": _cmd_inspect, "make-checkpoint": _cmd_make}
     try:
         result = commands[args.command](args, console)
+    except PartlyFailed as exc:
+        if args.json:
+            print(json.dumps({**exc.result, "error": str(exc), "exit_code": EXIT_FAILED}))
+        print(f"warmscale-loader: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
         return _fail(args, f"invalid setting: {errors}", EXIT_USAGE)
