@@ -28,7 +28,8 @@ _DROP = {"title", "additionalProperties"}
 
 def openapi(schema: dict[str, Any]) -> dict[str, Any]:
     """A pydantic JSON schema as a Kubernetes structural OpenAPI v3 schema: $refs inlined,
-    `X | None` as an optional X, draft-2020 exclusive bounds as OpenAPI 3.0 booleans."""
+    `X | None` as an optional X, draft-2020 exclusive bounds as OpenAPI 3.0 booleans, constrained
+    map keys as a CEL rule."""
     defs = schema.get("$defs", {})
 
     def convert(node: dict[str, Any]) -> dict[str, Any]:
@@ -52,6 +53,11 @@ def openapi(schema: dict[str, Any]) -> dict[str, Any]:
                             for name, prop in value.items()}
             elif key == "additionalProperties" and isinstance(value, dict):
                 out[key] = convert(value)
+            elif key == "patternProperties":    # not structural: a CEL rule checks the keys instead
+                (pattern, item), = value.items()
+                out["additionalProperties"] = convert(item)
+                out["x-kubernetes-validations"] = [{"rule": f"self.all(k, k.matches('{pattern}'))",
+                                                    "message": f"every key must match {pattern}"}]
             else:
                 out[key] = value
         if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):

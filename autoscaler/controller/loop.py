@@ -30,7 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from autoscaler.actuators.drain import mark_deletion_costs
 from autoscaler.actuators.scale import Scale, ScaleClient, ScaleRef
-from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
+from autoscaler.contract import MODEL_LABEL, NUM_REQUESTS_RUNNING, Decision, OverrideSpec
 from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -331,7 +331,7 @@ class Controller:
                 from autoscaler.metrics.prometheus import PrometheusSensor
                 sensor = self._prom_sensors[window] = PrometheusSensor(
                     self.config.prometheus_url, rate_window=window, timeout_s=min(2.0, self.config.interval_s))
-        return sensor.observe(model.spec.model, now, len(fleet.ready), len(fleet.loading))
+        return sensor.observe(model.spec.model, now, len(fleet.ready), len(fleet.loading), _prometheus_selector(model.spec))
 
     def _active_overrides(self, ns: str, name: str, objects: list[dict], now: float) -> list[OverrideSpec]:
         if self._overrides_fn is not None:
@@ -527,6 +527,14 @@ def _by_target(objects: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 class _NotLeader(Exception):
     pass
+
+
+def _prometheus_selector(spec: ModelAutoscalerSpec) -> str | None:
+    """The engine-series matchers: the model name, and the spec's extra labels if it gives any."""
+    from autoscaler.metrics.prometheus import matchers   # the Prometheus client loads only where it is used
+
+    extra = spec.metrics.prometheus_labels
+    return matchers({MODEL_LABEL: spec.model, **extra}) if extra else None
 
 
 def _metrics_condition(reading: Reading) -> Condition:

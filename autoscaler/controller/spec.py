@@ -5,9 +5,9 @@ live in one place (WarmscaleConfig) and the CRD only says what a user overrides.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from autoscaler.policy.capacity import H100_LLAMA3_8B, ReplicaCapacity
 from autoscaler.policy.warmscale import WarmscaleConfig
@@ -118,6 +118,11 @@ class MetricsSource(_Strict):
         "prometheus", description="prometheus: PromQL against the controller's --prometheus-url; direct: scrape each Ready pod.")
     port: int = Field(8000, ge=1, le=65535, description="Engine metrics port (direct scraping).")
     path: str = Field("/metrics", pattern=r"^/", description="Engine metrics path (direct scraping).")
+    prometheus_labels: dict[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(
+        default_factory=dict, alias="prometheusLabels",
+        description="Label values the engines' series must also carry in Prometheus, besides model_name, e.g. "
+                    "{namespace: llm}. Set them when several ModelAutoscalers serve one model name, so that each "
+                    "reads only its own pods.")
 
 
 class PolicySpec(_Strict):

@@ -13,7 +13,7 @@ from tests.e2e.kustomize import render
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("directory", ["", "examples"])
+@pytest.mark.parametrize("directory", ["", "examples", "warm-pool"])
 def test_every_manifest_passes_server_side_dry_run(installed, directory):
     admin = dynamic(installed.api_client())
     objects = render(MANIFESTS / directory)
@@ -29,6 +29,8 @@ def test_every_manifest_passes_server_side_dry_run(installed, directory):
     if directory == "":
         assert {"CustomResourceDefinition", "ClusterRole", "Deployment", "Service", "PodDisruptionBudget",
                 "ServiceAccount", "Role", "Namespace"} <= kinds
+    elif directory == "warm-pool":
+        assert {"DaemonSet", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy"} <= kinds
     else:
         assert {"Deployment", "ModelAutoscaler"} <= kinds
 
@@ -61,6 +63,7 @@ _DELETE = object()
     ("forecasting.quantile", "p99", "spec.forecasting.quantile"),
     ("policy.parameters.targetUtilization", 1.5, "spec.policy.parameters.targetUtilization"),
     ("metrics.source", "statsd", "spec.metrics.source"),
+    ("metrics.prometheusLabels", {"bad-name": "x"}, "spec.metrics.prometheusLabels"),
 ])
 def test_invalid_model_autoscaler_is_rejected_naming_the_field(installed, namespace, path, value, field):
     body = _with(path, value)

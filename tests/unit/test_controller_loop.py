@@ -201,3 +201,28 @@ def test_a_tick_scrapes_every_models_pods_in_one_round_not_model_by_model():
         ctl._scraper.close()
         ctl._pool.shutdown()
         server.close()
+
+
+def test_prometheus_series_are_narrowed_by_the_specs_extra_labels(controller, monkeypatch):
+    from autoscaler.metrics.prometheus import PrometheusSensor
+
+    asked: list[str | None] = []
+    monkeypatch.setattr(PrometheusSensor, "observe",
+                        lambda self, model, now, ready, loading, selector=None: asked.append(selector))
+    controller.config.prometheus_url = "http://127.0.0.1:9"
+    _fake_api(controller)
+    index = _pods(["engine"])
+    for labels in ({}, {"namespace": "llm"}):
+        obj = _object(_spec(model="llama", metrics={"source": "prometheus", "prometheusLabels": labels}), f"a{len(asked)}")
+        rnd = controller._prepare(obj, index)
+        controller._observe(rnd, {}, 1_000_000.0)
+    assert asked == [None, 'model_name="llama",namespace="llm"']
+
+
+def test_a_prometheus_label_name_that_promql_cannot_match_is_rejected():
+    import pydantic
+
+    from autoscaler.controller.spec import ModelAutoscalerSpec
+
+    with pytest.raises(pydantic.ValidationError, match="prometheusLabels"):
+        ModelAutoscalerSpec.model_validate(_spec(metrics={"source": "prometheus", "prometheusLabels": {"bad-name": "x"}}))
