@@ -6,6 +6,12 @@ arrivals and held requests, and, every policy interval, decide (policy.decide ->
 and act (ProcessSupervisor.scale_to). Decisions, policy snapshots, engines and restart counts go
 to SQLite (state.py) as they happen, so a restart of `warmscale local` picks up where it was.
 
+The activator: when the router starts holding a request for a model (it has no Ready engine), it
+pokes the loop, which wakes at once and decides for that model out of schedule if it still holds
+requests with no engine Ready or starting (policy.decide -> overrides, as at a tick; an
+`activator_poke` event records it). The regular decisions keep their schedule. Without it a
+request held at zero would wait up to a policy interval before an engine is ordered.
+
     runner = LocalRunner(load_config("local.yaml"))
     runner.open()        # every check and every port bind: raises before anything starts
     runner.start()       # router (and API) servers, the loop thread
@@ -61,6 +67,7 @@ class _Model:
         self.cfg, self.supervisor, self.policy, self.builder, self.scraper = cfg, supervisor, policy, builder, scraper
         self.ready: tuple[Endpoint, ...] = ()
         self.next_decision_at = 0.0
+        self.poked_at = float("-inf")   # the last out-of-schedule decision the router's poke asked for
         self.observation: Observation | None = None
         self.decision: Decision | None = None
         self.history: deque[ModelView] = deque(maxlen=100_000)
@@ -96,6 +103,9 @@ class LocalRunner:
         self._overrides = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()   # set by stop() and by the router's poke
+        self._poke_lock = threading.Lock()
+        self._poked: set[str] = set()    # models the router started holding a request for since the last look
         self.failed: str | None = None
         self.adopted: list[str] = []
 
@@ -113,7 +123,7 @@ class LocalRunner:
             self._open_overrides()
             for m in self.cfg.models:
                 self.models[m.name] = self._model(m)
-            self.router = Router(_Endpoints(self.models), self.cfg.router.hold)
+            self.router = Router(_Endpoints(self.models), self.cfg.router.hold, on_hold=self._on_hold)
             self._router_server = ThreadedServer(build_app(self.router), router_sock, name="router")
             if api_sock is not None:
                 self._api_server = ThreadedServer(self._api_app(), api_sock, name="api")
@@ -191,10 +201,14 @@ class LocalRunner:
         return self._api_server.url if self._api_server else None
 
     def _loop(self) -> None:
+        next_tick = time.monotonic()
         while not self._stop.is_set():
-            started = time.monotonic()
             try:
-                self.tick(self._clock())
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.cfg.scrape_interval_s
+                    self.tick(self._clock())
+                else:   # woken between ticks by the router
+                    self.poke(self._clock())
             except Exception as exc:   # a bug in one tick must not leave engines unsupervised silently
                 self.failed = f"local loop stopped: {type(exc).__name__}: {exc}"
                 self._stop.set()
@@ -202,10 +216,12 @@ class LocalRunner:
             if self.failed:
                 self._stop.set()
                 break
-            self._stop.wait(max(0.0, self.cfg.scrape_interval_s - (time.monotonic() - started)))
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()   # before the poked models are taken: a poke after this wakes the next wait
 
     def tick(self, now: float) -> None:
         views = []
+        poked = self._take_poked()
         for m in self.models.values():
             m.supervisor.tick()
             if m.supervisor.failed:
@@ -216,9 +232,48 @@ class LocalRunner:
             if now >= m.next_decision_at:
                 self._decide(m, obs, now)
                 m.next_decision_at = now + m.policy.interval_s
+            elif m.cfg.name in poked and self._held_at_zero(m):
+                self._decide(m, obs, now, poked=True)
             views.append(self._view(m, now))
         if self._on_tick is not None:
             self._on_tick(views)
+
+    # ------------------------------------------------------------------ the activator
+    def _on_hold(self, model: str) -> None:
+        """The router started holding a request of `model` (called on its event loop): wake the loop."""
+        with self._poke_lock:
+            self._poked.add(model)
+        self._wake.set()
+
+    def _take_poked(self) -> set[str]:
+        with self._poke_lock:
+            poked, self._poked = self._poked, set()
+        return poked
+
+    def _held_at_zero(self, m: _Model) -> bool:
+        """The router holds requests of `m` and no engine of it is Ready or starting."""
+        counts = m.supervisor.counts()
+        return self.router.held(m.cfg.name) > 0 and counts["ready"] == 0 and counts["starting"] == 0
+
+    def poke(self, now: float) -> None:
+        """Between ticks: decide at once for each model the router poked that still holds requests with
+        no engine Ready or starting. At most one such decision per model per scrape interval (more
+        pokes within it wait for the next tick, which honours them); the decision schedule goes on."""
+        for name in self._take_poked():
+            m = self.models.get(name)
+            if m is None:
+                continue
+            if now - m.poked_at < self.cfg.scrape_interval_s:
+                with self._poke_lock:
+                    self._poked.add(name)
+                continue
+            m.supervisor.tick()
+            if m.supervisor.failed:
+                self.failed = m.supervisor.failed
+                return
+            self._refresh_ready(m)
+            if self._held_at_zero(m):
+                self._decide(m, self._observe(m, now), now, poked=True)
 
     def _observe(self, m: _Model, now: float) -> Observation:
         ready = m.supervisor.ready()
@@ -237,12 +292,16 @@ class LocalRunner:
                                   router=router_sample, errors=errors)
         obs = reading.observation
         if obs.ready_replicas == 0 and held > 0:
-            # no engine holds a queue: the router's held requests are the model's queue
-            obs = dataclasses.replace(obs, waiting_requests=(obs.waiting_requests or 0.0) + held)
+            # no engine holds a queue: the router's held requests are the model's queue (what a policy
+            # that reads only the engines' queue sees), counted there once, not again as held requests
+            obs = dataclasses.replace(obs, waiting_requests=(obs.waiting_requests or 0.0) + held, held_requests=0.0)
         m.observation = obs
         return obs
 
-    def _decide(self, m: _Model, obs: Observation, now: float) -> None:
+    def _decide(self, m: _Model, obs: Observation, now: float, poked: bool = False) -> None:
+        if poked:   # out of schedule: the router holds requests and nothing is Ready or starting
+            m.poked_at = now
+            self.state.event(now, m.cfg.name, "activator_poke", "", {"held": self.router.held(m.cfg.name)})
         decision = m.policy.decide(obs)
         if self._overrides is not None:
             from autoscaler.policy.overrides import apply_overrides
@@ -297,6 +356,7 @@ class LocalRunner:
     def stop(self, drain_s: float = 30.0) -> None:
         """Stop routing, let in-flight requests finish (at most `drain_s`), stop engines and servers."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(30)
         for m in self.models.values():

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from starlette.applications import Starlette
@@ -45,13 +45,15 @@ class Router:
     """Routing state: the engines' source, load per engine, held requests, metrics, the upstream client.
 
     Everything but `notify_threadsafe`, `inflight` and the read-only counters runs on the app's event loop.
+    `on_hold(model)` is called (on that loop; it must not block) each time a request of `model` starts
+    waiting for an engine: the poke that lets local mode decide for that model at once.
     """
 
     def __init__(self, source: EndpointSource, hold: HoldSettings | None = None, upstream_timeout_s: float = 600.0,
-                 max_connections: int = 1000):
+                 max_connections: int = 1000, on_hold: Callable[[str], None] | None = None):
         self.source = source
         self.loads = LoadTracker()
-        self.holds = HoldQueue(hold or HoldSettings())
+        self.holds = HoldQueue(hold or HoldSettings(), on_hold=on_hold)
         self.metrics = RouterMetrics()
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=upstream_timeout_s)
         self._max_connections = max_connections

@@ -1,7 +1,9 @@
 """Hold a model's requests while it has no Ready engine (scale from zero), within two bounds.
 
 A request that finds no engine waits here until one is listed, at most `max_wait_s`; at most
-`max_held` requests wait per model. Past either bound the router answers 503 with
+`max_held` requests wait per model. When a request starts waiting, `on_hold(model)` is called (the
+activator's poke: local mode's loop wakes and decides for that model at once instead of at its next
+policy interval, as Knative's activator pokes its autoscaler). Past either bound the router answers 503 with
 `Retry-After: retry_after_s`. Both bounds matter: the wait bounds what a client sees, the count
 bounds memory (each held request keeps its body).
 
@@ -57,8 +59,10 @@ class HoldRejected(Exception):
 class HoldQueue:
     """Held requests per model; `notify()` wakes them when engines change. One event loop only."""
 
-    def __init__(self, settings: HoldSettings, clock: Callable[[], float] = time.monotonic, poll_s: float = 0.25):
+    def __init__(self, settings: HoldSettings, clock: Callable[[], float] = time.monotonic, poll_s: float = 0.25,
+                 on_hold: Callable[[str], None] | None = None):
         self.settings = settings
+        self._on_hold = on_hold   # called with the model when one of its requests starts waiting; must not block
         self._clock = clock
         self._poll_s = poll_s
         self._held: dict[str, int] = {}
@@ -82,6 +86,8 @@ class HoldQueue:
                                       f"(max_held {self.settings.max_held})", 0.0)
         self._held[model] = self.held(model) + 1
         try:
+            if self._on_hold is not None:
+                self._on_hold(model)
             deadline = start + self.settings.max_wait_s
             while True:
                 endpoints = ready()
