@@ -51,14 +51,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from forecasting.types import DemandForecast
 
 __all__ = ["WarmPoolNode", "WarmPoolModel", "WarmPoolConfig", "ModelDemand", "Placement", "WarmPoolPlan",
-           "demand_from_forecasts", "plan_warm_pool"]
+           "demand_from_forecasts", "plan_warm_pool", "to_bytes"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _size(value: object) -> object:
+def to_bytes(value: object) -> object:
     """Sizes may be written "200GB" or "64GiB" (the loader's size syntax) as well as in bytes."""
     if isinstance(value, str):
         import argparse
@@ -81,7 +81,7 @@ class WarmPoolNode(_Strict):
         None, ge=0, description="host memory for the warm pool when it lives in RAM (/dev/shm); both budgets bind")
     gpus: int = Field(8, ge=1, description="GPUs on the node (how many nodes a model's peak needs)")
 
-    _sizes = field_validator("disk_bytes", "memory_bytes", mode="before")(_size)
+    _sizes = field_validator("disk_bytes", "memory_bytes", mode="before")(to_bytes)
 
     @property
     def budget_bytes(self) -> int:
@@ -100,7 +100,7 @@ class WarmPoolModel(_Strict):
     scale_to_zero: bool = True
     idle_grace_s: float = Field(300.0, ge=0, description="idle time before the model scales to zero")
 
-    _sizes = field_validator("bytes", mode="before")(_size)
+    _sizes = field_validator("bytes", mode="before")(to_bytes)
 
 
 class WarmPoolConfig(_Strict):

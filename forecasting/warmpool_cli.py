@@ -20,6 +20,12 @@ model, made_at, target_time, request_rate_p50, request_rate_p90), or an object
 earliest ``made_at``. ``--current`` is the plan in force (the ``plan.json`` of the ConfigMap), so that
 staged copies stay where they are unless a clearly better checkpoint needs the space.
 
+    warmscale warm-pool local --config local.yaml --forecast forecasts.json [--stage] [--json]
+
+plans this machine's warm pool for local mode (the ``warm_pool`` block of its configuration, one
+node; what the cache holds now is the current placement) and, with ``--stage``, stages the plan
+and evicts what it leaves out, as the DaemonSet does on a node (exit 3 when a checkpoint fails).
+
 Output: a table; ``--json`` one JSON object (the plan, each copy's value, what was left out and why,
 and ``document``, the plan document); ``--configmap NAME`` the ConfigMap that carries the document,
 as YAML for ``kubectl apply -f -``.
@@ -37,10 +43,10 @@ from pydantic import ValidationError
 from autoscaler.contract import DemandForecast
 from forecasting.warmpool import WarmPoolConfig, WarmPoolPlan, demand_from_forecasts, plan_warm_pool
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 EXIT_CODES = ("exit codes: 0 the plan was made (models left out are listed with the reason); 2 bad input: a file "
               "missing or unreadable, a value that fails validation (the message names the field and the value); "
-              "1 an unexpected error")
+              "3 (local --stage) a planned checkpoint failed to stage; 1 an unexpected error")
 PLAN_KEY = "plan.json"
 
 
@@ -62,6 +68,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--namespace", default="warmscale-system", help="the ConfigMap's namespace")
     p.set_defaults(handler=run)
 
+    local = actions.add_parser("local", help="plan (and stage) this machine's warm pool for `warmscale local`",
+                               epilog=EXIT_CODES)
+    local.add_argument("--config", type=Path, required=True, help="the `warmscale local` YAML (its warm_pool block)")
+    local.add_argument("--forecast", type=Path, required=True, help="demand forecasts (JSON)")
+    local.add_argument("--stage", action="store_true", help="stage the plan in the cache and evict the rest")
+    local.add_argument("--json", action="store_true", help="print one JSON object")
+    local.set_defaults(handler=run_local)
+
 
 def _read(path: Path, what: str) -> object:
     try:
@@ -69,7 +83,11 @@ def _read(path: Path, what: str) -> object:
     except OSError as exc:
         raise InputError(f"{what} {path}: {exc.strerror or exc}") from exc
     try:
-        return yaml.safe_load(text)   # JSON is YAML
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"{what} {path}: not YAML or JSON ({exc})") from exc
 
@@ -96,9 +114,14 @@ def load_forecasts(path: Path) -> tuple[list[DemandForecast], float | None, dict
     forecasts = []
     for i, item in enumerate(raw):
         try:
-            forecasts.append(DemandForecast(**item))
+            forecast = DemandForecast(**item)
         except TypeError as exc:
             raise InputError(f"forecast {path}: forecasts.{i}: {exc}") from exc
+        for name in ("made_at", "target_time", "request_rate_p50", "request_rate_p90"):
+            value = getattr(forecast, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise InputError(f"forecast {path}: forecasts.{i}.{name}={value!r}: expected a number")
+        forecasts.append(forecast)
     if now is not None and not isinstance(now, int | float):
         raise InputError(f"forecast {path}: now={now!r}: expected seconds")
     if not isinstance(replicas, dict) or not all(isinstance(v, int) and v >= 0 for v in replicas.values()):
@@ -162,6 +185,46 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(plan)
     return EXIT_OK
+
+
+def run_local(args: argparse.Namespace) -> int:
+    from autoscaler.local.config import ConfigError, load_config
+    from autoscaler.local.warmpool import NODE, planner_config, staged_now
+
+    try:
+        local = load_config(args.config)
+        config = planner_config(local)
+        forecasts, now, replicas = load_forecasts(args.forecast)
+        plan = make_plan(config, forecasts, now, replicas, staged_now(local))
+        document = plan.document(config, generated_at=now)
+    except (ConfigError, InputError, ValueError) as exc:
+        print(f"warmscale warm-pool local: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, not a traceback
+        print(f"warmscale warm-pool local: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    out: dict[str, object] = {**plan.to_json(), "document": document}
+    code = EXIT_OK
+    if args.stage:
+        from loader.cache import WarmCache
+        from loader.config import LoaderConfig
+        from loader.warmplan import follow_plan, parse_plan
+
+        assert local.warm_pool is not None
+        pool = local.warm_pool
+        result = follow_plan(parse_plan(document), NODE, WarmCache(pool.cache_dir, pool.budget), LoaderConfig.from_env())
+        out["staging"] = result.to_json()
+        if result.failed:
+            code = EXIT_FAILED
+            print("warmscale warm-pool local: error: staging failed for "
+                  + "; ".join(f"{m}: {e}" for m, e in result.failed.items()), file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        _print_table(plan)
+        if args.stage:
+            print(json.dumps(out["staging"]))
+    return code
 
 
 def _print_table(plan: WarmPoolPlan) -> None:

@@ -169,6 +169,8 @@ class WarmCache:
         directory = self.entry_dir(location)
         if not directory.exists():
             directory = self.entries / location  # an entry without entry.json is listed by its key
+            if location != directory.name or not directory.exists():
+                return True
         return self._remove(directory)
 
     def _remove(self, directory: Path) -> bool:

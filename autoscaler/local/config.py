@@ -15,6 +15,11 @@
         policy: {name: warmscale, settings: {target_utilization: 0.8}}
         args: [--max-num-seqs, "256"]              # more engine arguments
         env: {VLLM_LOGGING_LEVEL: INFO}
+    warm_pool:                                     # optional: this machine's warm pool (s3:// models)
+      cache_dir: /mnt/nvme/warmscale               # engines of s3:// models load from here when staged
+      budget: 100GB
+      models: {llama: {bytes: 16GB, saving_s: 3.5}}   # size; cold start from S3 minus from the pool
+    # `warmscale warm-pool local --config local.yaml --forecast f.json --stage` plans and stages it.
 
 `check_config()` does every check that needs no process (paths, commands, devices, the policy's
 own settings) so that a bad file fails before anything starts; ports are checked by binding them.
@@ -31,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autoscaler.policy.capacity import ReplicaCapacity
 from autoscaler.router.hold import HoldSettings
+from forecasting.warmpool import to_bytes
 
-__all__ = ["ConfigError", "LocalConfig", "ModelConfig", "load_config", "check_config", "engine_command",
+__all__ = ["ConfigError", "LocalConfig", "LocalWarmPool", "ModelConfig", "load_config", "check_config", "engine_command",
            "DEFAULT_ENGINE_COMMAND"]
 
 # vLLM's OpenAI server through the Python environment warmscale runs in (the `vllm` script looks up
@@ -137,8 +143,30 @@ class ApiConfig(_Strict):
     tokens_file: Path | None = None
 
 
+class WarmPoolEntry(_Strict):
+    bytes: int = Field(gt=0, description="checkpoint size, e.g. 16GB")
+    saving_s: float = Field(gt=0, description="cold start from object storage minus from the warm pool")
+
+    _sizes = field_validator("bytes", mode="before")(to_bytes)
+
+
+class LocalWarmPool(_Strict):
+    """This machine's warm pool: which s3:// checkpoints to stage is planned from the forecast
+    (forecasting/warmpool.py, one node); engines of s3:// models prefer a staged copy."""
+
+    cache_dir: Path
+    budget: int = Field(ge=0, description="room for staged checkpoints, e.g. 100GB")
+    memory_budget: int | None = Field(None, ge=0, description="host memory, when cache_dir is in RAM (/dev/shm)")
+    horizon_s: float = Field(3600.0, gt=0)
+    stickiness: float = Field(0.5, ge=0)
+    models: dict[str, WarmPoolEntry] = Field(default_factory=dict)
+
+    _sizes = field_validator("budget", "memory_budget", mode="before")(to_bytes)
+
+
 class LocalConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
+    warm_pool: LocalWarmPool | None = None
     router: RouterConfig = RouterConfig()
     api: ApiConfig | None = None
     state_dir: Path = Path(".warmscale-local")
@@ -158,6 +186,16 @@ class LocalConfig(_Strict):
                     raise ValueError(f"GPU {d} is given to both {used[d]!r} and {m.name!r}")
                 used[d] = m.name
         return models
+
+    @model_validator(mode="after")
+    def _warm_pool_models(self):
+        if self.warm_pool is not None:
+            s3 = {m.name for m in self.models if m.is_s3}
+            for name in self.warm_pool.models:
+                if name not in s3:
+                    raise ValueError(f"warm_pool.models.{name}: not an s3:// model of 'models' (local directories "
+                                     "need no staging)")
+        return self
 
 
 def _where(loc: tuple) -> str:
@@ -191,10 +229,18 @@ def load_config(path: str | Path) -> LocalConfig:
     except ValidationError as exc:
         raise _explain(str(path), exc) from None
     base = path.resolve().parent
+    models = [m if m.is_s3 or Path(m.model).is_absolute() else m.model_copy(update={"model": str(base / m.model)})
+              for m in cfg.models]
+    warm_pool = cfg.warm_pool
+    if warm_pool is not None:
+        if not warm_pool.cache_dir.is_absolute():
+            warm_pool = warm_pool.model_copy(update={"cache_dir": base / warm_pool.cache_dir})
+        # Engines of s3:// models prefer the pool's staged copy (the loader reads WARMSCALE_LOADER_CACHE_DIR).
+        models = [m.model_copy(update={"env": {"WARMSCALE_LOADER_CACHE_DIR": str(warm_pool.cache_dir), **m.env}})
+                  if m.is_s3 else m for m in models]
     return cfg.model_copy(update={
         "state_dir": cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir,
-        "models": [m if m.is_s3 or Path(m.model).is_absolute() else m.model_copy(update={"model": str(base / m.model)})
-                   for m in cfg.models]})
+        "models": models, "warm_pool": warm_pool})
 
 
 def engine_command(m: ModelConfig, port: int, devices: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:

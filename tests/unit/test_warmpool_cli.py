@@ -77,3 +77,28 @@ def test_bad_input_exits_2_naming_the_field(files, capsys, edit, needle):
     edit(files)
     code, out, err = plan(files, capsys, "--json")
     assert code == 2 and needle in err and "Traceback" not in err and out == ""
+
+
+def test_local_warm_pool_must_name_s3_models(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "local.yaml").write_text("""
+models:
+  - {name: here, model: model, capacity: {profile: tiny-llama-cpu}}
+warm_pool: {cache_dir: cache, budget: 1GB, models: {here: {bytes: 1MB, saving_s: 1}}}
+""")
+    (tmp_path / "fc.json").write_text("[]")
+    code = main(["warm-pool", "local", "--config", str(tmp_path / "local.yaml"), "--forecast", str(tmp_path / "fc.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "warm_pool.models.here" in err and "Traceback" not in err
+
+
+def test_local_warm_pool_bad_size_names_the_field(tmp_path, capsys):
+    (tmp_path / "local.yaml").write_text("""
+models:
+  - {name: s, model: s3://b/s, capacity: {profile: tiny-llama-cpu}}
+warm_pool: {cache_dir: cache, budget: lots, models: {s: {bytes: 1MB, saving_s: 1}}}
+""")
+    (tmp_path / "fc.json").write_text("[]")
+    code = main(["warm-pool", "local", "--config", str(tmp_path / "local.yaml"), "--forecast", str(tmp_path / "fc.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "warm_pool.budget" in err and "lots" in err
