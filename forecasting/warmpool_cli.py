@@ -1,7 +1,7 @@
 """`warmscale warm-pool plan`: which checkpoints each node's warm pool stages, from the demand forecast.
 
     warmscale warm-pool plan --config fleet.yaml --forecast forecasts.json [--current plan.json] \\
-        [--json | --configmap warmscale-warm-plan --namespace warmscale-system]
+        [--json | --configmap warmscale-warm-plan --namespace warmscale-warm-pool]
 
 ``--config`` (YAML or JSON) is a `forecasting.warmpool.WarmPoolConfig`::
 
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--configmap", metavar="NAME", help="print the ConfigMap NAME carrying the plan (YAML)")
-    p.add_argument("--namespace", default="warmscale-system", help="the ConfigMap's namespace")
+    p.add_argument("--namespace", default="warmscale-warm-pool", help="the ConfigMap's namespace")
     p.set_defaults(handler=run)
 
     local = actions.add_parser("local", help="plan (and stage) this machine's warm pool for `warmscale local`",

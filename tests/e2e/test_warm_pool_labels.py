@@ -4,6 +4,7 @@ another node, or any other label, is refused."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from tests.e2e.conftest import MANIFESTS, create_or_replace, dynamic
 from tests.e2e.kustomize import render
 
 pytestmark = pytest.mark.integration
-NS, SA = "warmscale-system", "warmscale-warm-pool"
-POLICY_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+NS, SA = "warmscale-warm-pool", "warmscale-warm-pool"
+POLICY_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionPolicyBinding"}
 
 
@@ -48,7 +49,24 @@ def agent_kubeconfig(warm_pool_rbac, nodes, tmp_path_factory) -> Path:
                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name,
                                            "uid": pod.metadata.uid}}}
     token = core.create_namespaced_service_account_token(SA, NS, request).status.token
-    return warm_pool_rbac.write_kubeconfig(tmp_path_factory.mktemp("agent") / "kubeconfig", token=token, user=SA)
+    path = warm_pool_rbac.write_kubeconfig(tmp_path_factory.mktemp("agent") / "kubeconfig", token=token, user=SA)
+    _wait_until_policy_enforced(kube_core_api(path), nodes[1])
+    return path
+
+
+def _wait_until_policy_enforced(agent, other_node: str, timeout_s: float = 30.0) -> None:
+    """A new ValidatingAdmissionPolicy is enforced once the API server has loaded it: probe with a
+    server-side dry run (admission runs, nothing is written) until the agent's write to another node is refused."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            agent.patch_node(other_node, {"metadata": {"labels": {label_key("probe"): "true"}}}, dry_run="All")
+        except kubernetes.client.ApiException as exc:
+            if exc.status in (403, 422) and "own pod" in exc.body:
+                return
+            raise
+        time.sleep(0.5)
+    raise TimeoutError(f"the warm-pool ValidatingAdmissionPolicy was not enforced within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")

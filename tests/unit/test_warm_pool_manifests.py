@@ -27,6 +27,10 @@ def test_the_shipped_plan_parses_and_the_daemonset_reads_it_on_its_own_node():
     assert "warm-plan" in script and "--label-node" in script and '--node "$NODE_NAME"' in script
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    # hostPath (the node's NVMe) needs a namespace whose Pod Security level allows it.
+    (namespace,) = by_kind(objects, "Namespace")
+    assert ds["metadata"]["namespace"] == namespace["metadata"]["name"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
     volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "warmscale-warm-plan")
     mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
     assert "subPath" not in mount and f"{mount['mountPath']}/plan.json" in script

@@ -51,7 +51,7 @@ def test_json_plan_places_within_budgets_and_reports_the_oversized(files, capsys
 def test_configmap_output_carries_the_plan_document(files, capsys):
     code, out, _ = plan(files, capsys, "--configmap", "warmscale-warm-plan")
     cm = yaml.safe_load(out)
-    assert code == 0 and cm["kind"] == "ConfigMap" and cm["metadata"]["namespace"] == "warmscale-system"
+    assert code == 0 and cm["kind"] == "ConfigMap" and cm["metadata"]["namespace"] == "warmscale-warm-pool"
     assert parse_plan(json.loads(cm["data"]["plan.json"])).nodes["gpu-a"] == ["busy", "sparse"]
 
 
