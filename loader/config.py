@@ -12,6 +12,10 @@ ENV_PREFIX = "WARMSCALE_LOADER_"
 CONSUMER_RANGES = 2  # completed ranges the consumer may hold while it copies or assembles them
 MIN_DERIVED_RANGE = 1 * MiB
 MAX_DERIVED_RANGE = 64 * MiB
+# Unset concurrency: one connection per CONNECTION_RANGE of the read budget, within [MIN_CONNECTIONS, MAX_CONNECTIONS].
+CONNECTION_RANGE = 5 * MiB
+MIN_CONNECTIONS = 16
+MAX_CONNECTIONS = 64
 
 
 class LoaderConfig(BaseModel):
@@ -21,8 +25,12 @@ class LoaderConfig(BaseModel):
 
     # On loopback 4-8 streams already saturate 2 cores (bench/loader.py's sweep), but a remote object
     # store serves each connection at tens of MB/s with tens of ms to the first byte: throughput comes
-    # from parallel connections, so 16 are kept for it.
-    concurrency: int = Field(16, ge=1, le=512, description="parallel ranged GETs in flight")
+    # from parallel connections, as many as the memory budget gives ranges of a useful size (see
+    # derived_concurrency).
+    concurrency: int = Field(
+        None, ge=1, le=512,  # type: ignore[arg-type]  # None only until _derive_concurrency fills it in
+        description="parallel ranged GETs in flight; unset: derived from the read budget (see derived_concurrency)",
+    )
     range_bytes: int | None = Field(
         None, ge=64 * 1024, le=1024 * MiB,
         description="bytes per ranged GET; unset: derived from the read budget (see effective_range_bytes)",
@@ -71,6 +79,31 @@ class LoaderConfig(BaseModel):
     cache_dir: Path | None = Field(None, description="warm-pool directory to prefer a valid local copy from")
 
     @model_validator(mode="after")
+    def _derive_concurrency(self) -> LoaderConfig:
+        if self.concurrency is None:
+            self.__dict__["concurrency"] = self.derived_concurrency  # frozen: set once, here, before anyone reads it
+        return self
+
+    @property
+    def derived_concurrency(self) -> int:
+        """The concurrency when none is set: one connection per ``CONNECTION_RANGE`` (5 MiB) of the read budget,
+        less the hedges' and the consumer's ranges, within [``MIN_CONNECTIONS``, ``MAX_CONNECTIONS``] (16-64).
+
+        Object storage serves each connection at tens of MB/s (a per-connection rate, not a per-client one), so
+        a load's throughput grows with its connections until the network or the CPU is full; AWS's guidance for
+        S3 is many parallel ranged GETs per instance. Each connection needs a range in memory, and a range
+        much smaller than 5 MiB (runai-model-streamer's smallest object-store chunk, S3's smallest multipart
+        part) spends much of its time waiting for its first byte. So the budget sets the number: at the
+        default 256 MiB limit, 32 connections of 5 MiB ranges on the host path (192 MiB budget) and 45
+        through the ring (256 MiB); from a limit of about 470 MiB (host) or 350 MiB (ring), the cap of 64;
+        below about 150 MiB (host) or 110 MiB (ring), the floor of 16 with smaller ranges (as before). A checkpoint with fewer ranges than connections runs
+        as many as it has ranges (and ``range_bytes_for`` cuts a small one into one range per connection).
+        """
+        hedges = self.max_hedges if self.hedge else 0
+        wanted = self.read_budget_bytes // CONNECTION_RANGE - hedges - CONSUMER_RANGES
+        return max(MIN_CONNECTIONS, min(MAX_CONNECTIONS, wanted))
+
+    @model_validator(mode="after")
     def _ring_holds_two_ranges(self) -> LoaderConfig:
         if self.memory_limit_bytes < 2 * 64 * 1024:
             raise ValueError(f"memory_limit_bytes={self.memory_limit_bytes} must hold two 64 KiB ranges")
@@ -112,6 +145,29 @@ class LoaderConfig(BaseModel):
             step = MiB if share >= MiB else 64 * 1024
             wanted = min(MAX_DERIVED_RANGE, max(MIN_DERIVED_RANGE, share // step * step))
         return max(64 * 1024, min(wanted, budget // 2 // (64 * 1024) * (64 * 1024)))
+
+    def range_bytes_for(self, spans: list[int]) -> int:
+        """The range size for reading byte spans of these lengths (one per shard).
+
+        Set ``range_bytes``: that size (``effective_range_bytes``). Derived: the smallest size, in 64 KiB steps
+        and within [``MIN_DERIVED_RANGE``, ``effective_range_bytes``], that cuts the spans into no more ranges
+        than ``effective_range_bytes`` would fill whole rounds of ``concurrency`` connections with. Ranges of
+        one size take about as long on every connection, so the last round then keeps every connection busy
+        instead of a few (117 ranges on 16 connections ran 8 rounds, the last with 5 busy; 128 slightly
+        smaller ones run the same 8 rounds, each shorter), and a checkpoint smaller than one round is spread
+        over every connection instead of a few. Never larger, so the budget holds as it is.
+        """
+        ceiling = self.effective_range_bytes
+        if self.range_bytes is not None or not spans:
+            return ceiling
+        count = lambda size: sum(-(-n // size) for n in spans)  # noqa: E731
+        rounds = -(-count(ceiling) // self.concurrency)
+        slots = rounds * self.concurrency
+        step = 64 * 1024
+        size = max(MIN_DERIVED_RANGE, -(-sum(spans) // slots // step) * step)
+        while size < ceiling and count(size) > slots:
+            size += step
+        return min(size, ceiling)
 
     @property
     def slots(self) -> int:

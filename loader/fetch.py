@@ -10,7 +10,17 @@ When to hedge: a range is slow once it has run ``hedge_factor`` times longer tha
 size is expected to take, and never before ``hedge_min_s``. The expected time is the median time of
 the recently completed ranges of the same size when there are ``MIN_SAMPLES`` of them, else its size
 over the median per-range rate (bytes per second) of the recently completed ranges; a shard's short
-last range is not held to a full range's time, nor a full range to a short one's.
+last range is not held to a full range's time, nor a full range to a short one's. A request still
+waiting for its first byte is slow sooner: once it has waited ``hedge_factor`` times the median
+time to first byte of the recently completed requests (again never before ``hedge_min_s``). That is
+the common straggler of object storage (a request parked on a busy server or a stalled connection),
+and AWS's guidance for S3 is the same: re-issue a request that is slow to respond, on a new
+connection, rather than wait for it.
+
+Hedges have room of their own: workers leave ``max_hedges`` slots (or read-ahead leases) free
+(``acquire(reserve=...)``), so a hedge can start although completed ranges wait for the consumer in
+every other slot; without it, a stalled range that a large tensor waits on kept the hedge out for as
+long as it stalled.
 
 Whichever copy finishes first wins and the other is aborted at once: its connection is shut down
 (``loader.sources.abort``), so a thread blocked on a stalled socket returns, drops that connection
@@ -72,6 +82,16 @@ class _Cancelled(Exception):
     pass
 
 
+def _reporting(cancelled: Callable[[], bool], progress: Callable[[], None]) -> Callable[[], bool]:
+    """``cancelled`` that also calls ``progress`` each time a source asks it."""
+
+    def asked() -> bool:
+        progress()
+        return cancelled()
+
+    return asked
+
+
 @dataclass
 class _InFlight:
     job: RangeJob
@@ -82,6 +102,12 @@ class _InFlight:
     primary: ReadHandle = field(default_factory=ReadHandle)
     hedge: ReadHandle | None = None
     primary_stopped: threading.Event = field(default_factory=threading.Event)
+    first_byte: float | None = None  # when the primary's response began (its first chunk boundary)
+
+    def read_started(self) -> None:
+        """Called at every chunk boundary of the primary's read; the first one is its first byte."""
+        if self.first_byte is None:
+            self.first_byte = time.monotonic()
 
 
 class RangeFetcher:
@@ -105,12 +131,20 @@ class RangeFetcher:
         self._stop = threading.Event()
         self._inflight: dict[int, _InFlight] = {}
         self._completed_ranges: deque[tuple[int, float]] = deque(maxlen=RECENT)  # (bytes, seconds)
+        self._first_bytes: deque[float] = deque(maxlen=RECENT)  # seconds to the first byte of completed primaries
         self._hedges_running = 0
         self._threads: list[threading.Thread] = []
 
+    @property
+    def hedge_reserve(self) -> int:
+        """Slots (leases) workers leave free for hedges: ``max_hedges``, or all but one when the ring is smaller."""
+        if not self._config.hedge:
+            return 0
+        return max(0, min(self._config.max_hedges, self._ring.capacity - 1))
+
     def start(self) -> None:
         """Start the workers (and the hedging monitor)."""
-        workers = min(self._config.concurrency, len(self._jobs), max(1, self._ring.capacity - (1 if self._config.hedge else 0)))
+        workers = min(self._config.concurrency, len(self._jobs), max(1, self._ring.capacity - self.hedge_reserve))
         for i in range(max(1, workers)):
             self._spawn(self._work, f"warmscale-fetch-{i}")
         if self._config.hedge and self._jobs:
@@ -148,7 +182,7 @@ class RangeFetcher:
     def _work(self) -> None:
         try:
             while not self._stop.is_set():
-                slot = self._ring.acquire()
+                slot = self._ring.acquire(reserve=self.hedge_reserve)
                 if slot is None:
                     return
                 with self._lock:
@@ -170,7 +204,8 @@ class RangeFetcher:
         try:
             try:
                 with reading(handle):
-                    self._fetch(job, buf, cancelled=lambda: state.winner or self._stop.is_set())
+                    self._fetch(job, buf, cancelled=lambda: state.winner or self._stop.is_set(),
+                                progress=None if hedge else state.read_started)
             finally:
                 if not hedge:
                     state.primary_stopped.set()
@@ -209,21 +244,28 @@ class RangeFetcher:
         with self._lock:
             self._inflight.pop(job.seq, None)
             self._completed_ranges.append((job.length, time.monotonic() - state.started))
+            if not hedge and state.first_byte is not None:
+                self._first_bytes.append(state.first_byte - state.started)
             self.stats.bytes += job.length
             if hedge:
                 self.stats.hedge_wins += 1
         self.completed.put((job, slot))
 
-    def _fetch(self, job: RangeJob, buf: memoryview, cancelled: Callable[[], bool]) -> None:
+    def _fetch(
+        self, job: RangeJob, buf: memoryview, cancelled: Callable[[], bool], progress: Callable[[], None] | None = None
+    ) -> None:
+        """Read ``job`` into ``buf``, retrying and resuming; ``progress`` is called at every chunk boundary of the
+        reads (sources ask ``cancelled`` there, the first time once the response has begun)."""
         received = 0
         attempt = 1
+        asked_by_source = cancelled if progress is None else _reporting(cancelled, progress)
         while True:
             if cancelled():
                 raise _Cancelled
             try:
                 with self._lock:
                     self.stats.requests += 1
-                self._source.read_into(job.name, job.offset + received, buf[received:], job.etag, cancelled)
+                self._source.read_into(job.name, job.offset + received, buf[received:], job.etag, asked_by_source)
                 return
             except ReadCancelled:
                 raise _Cancelled from None
@@ -269,8 +311,34 @@ class RangeFetcher:
             return None
         return max(self._config.hedge_min_s, self._config.hedge_factor * expected)
 
+    def first_byte_hedge_after_s(self) -> float | None:
+        """Seconds without a first byte after which a request is hedged; None while there is nothing to go by.
+        Call with ``self._lock`` held."""
+        if len(self._first_bytes) < MIN_SAMPLES:
+            return None
+        return max(self._config.hedge_min_s, self._config.hedge_factor * statistics.median(self._first_bytes))
+
+    def _slow_ranges(self, now: float) -> list[_InFlight]:
+        """Unhedged ranges in flight that are slow for their size or still wait for their first byte, oldest
+        first. Call with ``self._lock`` held."""
+        thresholds: dict[int, float | None] = {}
+        no_first_byte = self.first_byte_hedge_after_s()
+        slow = []
+        for s in self._inflight.values():
+            if s.hedged:
+                continue
+            length = s.job.length
+            if length not in thresholds:
+                thresholds[length] = self.hedge_after_s(length)
+            limit = thresholds[length]
+            waited = now - s.started
+            if (limit is not None and waited > limit) or (
+                    no_first_byte is not None and s.first_byte is None and waited > no_first_byte):
+                slow.append(s)
+        return sorted(slow, key=lambda s: s.started)
+
     def _monitor(self) -> None:
-        """Hedge ranges that run far longer than ranges of their size take."""
+        """Hedge ranges that run far longer than ranges of their size take, or wait far longer for a first byte."""
         while not self._stop.wait(0.02):
             with self._lock:
                 # Only this thread starts hedges, so no more than ``room`` can be running by the time
@@ -278,19 +346,7 @@ class RangeFetcher:
                 room = self._config.max_hedges - self._hedges_running
                 if len(self._completed_ranges) < MIN_SAMPLES or room <= 0:
                     continue
-                now = time.monotonic()
-                thresholds: dict[int, float | None] = {}
-                slow = []
-                for s in self._inflight.values():
-                    if s.hedged:
-                        continue
-                    length = s.job.length
-                    if length not in thresholds:
-                        thresholds[length] = self.hedge_after_s(length)
-                    limit = thresholds[length]
-                    if limit is not None and now - s.started > limit:
-                        slow.append(s)
-                slow = slow[:room]
+                slow = self._slow_ranges(time.monotonic())[:room]
             for state in slow:
                 slot = self._ring.acquire(block=False)
                 if slot is None:

@@ -66,12 +66,13 @@ class SlotRing:
         """Number of slots."""
         return len(self._slots)
 
-    def acquire(self, *, block: bool = True) -> Slot | None:
-        """Take a free slot; None when closed, or when ``block`` is False and none is free."""
+    def acquire(self, *, block: bool = True, reserve: int = 0) -> Slot | None:
+        """Take a free slot, leaving ``reserve`` free ones to callers that reserve none (hedges); None when
+        closed, or when ``block`` is False and none is free for this caller."""
         with self._cond:
-            while not self._free and block and not self._closed:
+            while len(self._free) <= reserve and block and not self._closed:
                 self._cond.wait()
-            if self._closed or not self._free:
+            if self._closed or len(self._free) <= reserve:
                 return None
             return self._free.pop()
 
@@ -135,12 +136,13 @@ class DirectTargets:
         """Shard ``shard``'s buffer and the object offset of its first byte."""
         return self._buffers[shard]
 
-    def acquire(self, *, block: bool = True) -> Slot | None:
-        """Take one of the read-ahead leases; None when closed, or when ``block`` is False and none is free."""
+    def acquire(self, *, block: bool = True, reserve: int = 0) -> Slot | None:
+        """Take one of the read-ahead leases, leaving ``reserve`` to callers that reserve none (hedges); None
+        when closed, or when ``block`` is False and none is free for this caller."""
         with self._cond:
-            while self._out >= self.capacity and block and not self._closed:
+            while self._out >= self.capacity - reserve and block and not self._closed:
                 self._cond.wait()
-            if self._closed or self._out >= self.capacity:
+            if self._closed or self._out >= self.capacity - reserve:
                 return None
             self._out += 1
             return self._lease

@@ -143,7 +143,8 @@ def _stream(
         report.seconds = time.perf_counter() - started
         return
     verified = {i for i, s in enumerate(checkpoint.shards) if config.verify_sha256 and s.sha256}
-    plan = plan_load(checkpoint, config.effective_range_bytes, whole_objects=frozenset(verified))
+    spans = [s.header.object_size - (0 if i in verified else s.header.data_start) for i, s in enumerate(checkpoint.shards)]
+    plan = plan_load(checkpoint, config.range_bytes_for(spans), whole_objects=frozenset(verified))
     digests = {
         i: _InOrderDigest(s.uri, s.sha256, s.info.size)  # type: ignore[arg-type]
         for i, s in enumerate(checkpoint.shards) if i in verified
@@ -163,7 +164,10 @@ def _stream(
         }
         if config.recycle_pages:
             recycler = PageRecycler([buf for buf, _ in buffers.values()], config.recycle_window_bytes)
-        ring = DirectTargets(buffers, leases=max(config.read_ahead_ranges, plan.most_ranges_per_tensor() + 1))
+        # Beyond the hedges' reserve, the workers need leases for every range of the largest tensor and one more.
+        hedge_reserve = config.max_hedges if config.hedge else 0
+        ring = DirectTargets(
+            buffers, leases=max(config.read_ahead_ranges, plan.most_ranges_per_tensor() + 1 + hedge_reserve))
     else:
         ring = SlotRing(config.slots, config.effective_range_bytes, pinned=dev.type == "cuda")
     assembler = DeviceAssembler(checkpoint, plan, ring, dev)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from loader.config import CONSUMER_RANGES, MiB, LoaderConfig
 from loader.fetch import RangeFetcher, RangeJob
 from loader.ring import Slot
+from loader.sources.abort import current_handle
 from loader.sources.base import ReadCancelled
 from loader.stream import LoadReport, load_checkpoint
 
@@ -43,15 +44,61 @@ def test_the_range_size_gives_every_connection_hedge_and_consumer_a_range_within
 
 
 def test_the_range_size_follows_the_budget_and_the_concurrency() -> None:
-    assert LoaderConfig().effective_range_bytes == 8 * MiB  # 192 MiB read budget / 22
-    assert LoaderConfig(direct_host_reads=False).effective_range_bytes == 11 * MiB  # 256 MiB / 22
+    assert LoaderConfig(concurrency=16).effective_range_bytes == 8 * MiB  # 192 MiB read budget / 22
+    assert LoaderConfig(concurrency=16, direct_host_reads=False).effective_range_bytes == 11 * MiB  # 256 MiB / 22
     assert LoaderConfig(concurrency=32).effective_range_bytes == 5 * MiB  # 192 MiB / 38
-    assert LoaderConfig(memory_limit_bytes=2048 * MiB).effective_range_bytes == 64 * MiB  # the cap
+    assert LoaderConfig(concurrency=16, memory_limit_bytes=2048 * MiB).effective_range_bytes == 64 * MiB  # the cap
     # A budget too small for the concurrency at the floor keeps the floor (fewer connections run).
     assert LoaderConfig(memory_limit_bytes=8 * MiB).effective_range_bytes == MiB
     # A size chosen by hand is kept (shrunk only so that the ring holds two ranges).
     assert LoaderConfig(range_bytes=16 * MiB).effective_range_bytes == 16 * MiB
     assert LoaderConfig(range_bytes=8 * MiB, memory_limit_bytes=4 * MiB).effective_range_bytes == 2 * MiB
+
+
+@pytest.mark.parametrize(("overrides", "connections"), [
+    ({}, 32),  # 192 MiB read budget: 38 ranges of 5 MiB, less 4 hedges and 2 for the consumer
+    ({"direct_host_reads": False}, 45),  # 256 MiB: 51 - 6
+    ({"memory_limit_bytes": 1024 * MiB}, 64),  # the cap
+    ({"memory_limit_bytes": 64 * MiB}, 16),  # the floor
+    ({"hedge": False}, 36),  # no hedges to leave room for
+    ({"concurrency": 8}, 8),  # set by hand: kept
+])
+def test_unset_concurrency_follows_the_read_budget(overrides: dict, connections: int) -> None:
+    config = LoaderConfig(**overrides)
+    assert config.concurrency == connections
+    if "concurrency" not in overrides and 16 < connections < 64:
+        assert config.effective_range_bytes == 5 * MiB  # every connection, hedge and consumer range at 5 MiB
+
+
+def test_concurrency_from_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMSCALE_LOADER_CONCURRENCY", "7")
+    assert LoaderConfig.from_env().concurrency == 7
+    with pytest.raises(ValueError, match="concurrency"):
+        LoaderConfig(concurrency=0)
+
+
+def _ranges(spans: list[int], size: int) -> int:
+    return sum(-(-n // size) for n in spans)
+
+
+@pytest.mark.parametrize("spans", [[490_000_000, 490_000_000], [3_000_000_000], [50_000_000], [7 * MiB] * 40])
+def test_the_derived_range_size_fills_the_last_round_of_connections(spans: list[int]) -> None:
+    config = LoaderConfig()
+    ceiling, step = config.effective_range_bytes, 64 * 1024
+    rounds = -(-_ranges(spans, ceiling) // config.concurrency)
+    size = config.range_bytes_for(spans)
+    assert size <= ceiling and size % step == 0 and size >= MiB
+    assert _ranges(spans, size) <= rounds * config.concurrency  # no more rounds than before
+    assert size == MiB or _ranges(spans, size - step) > rounds * config.concurrency  # and no smaller size would do
+
+
+def test_the_derived_range_size_on_two_half_gigabyte_shards() -> None:
+    spans = [490_000_000, 490_000_000]
+    config = LoaderConfig(concurrency=16)
+    assert _ranges(spans, config.effective_range_bytes) == 118  # 8 rounds of 16, the last with 6 busy
+    assert _ranges(spans, config.range_bytes_for(spans)) == 128  # 8 full rounds of shorter ranges
+    assert config.range_bytes_for([50_000_000]) == 3 * MiB  # 16 ranges: every connection has one
+    assert LoaderConfig(range_bytes=8 * MiB).range_bytes_for(spans) == 8 * MiB  # a size chosen by hand is kept
 
 
 class _Leases:
@@ -64,11 +111,11 @@ class _Leases:
         self._closed = False
         self._slot = Slot(-1, None, memoryview(b""))
 
-    def acquire(self, *, block: bool = True) -> Slot | None:
+    def acquire(self, *, block: bool = True, reserve: int = 0) -> Slot | None:
         with self._cond:
-            while self._out >= self.capacity and block and not self._closed:
+            while self._out >= self.capacity - reserve and block and not self._closed:
                 self._cond.wait()
-            if self._closed or self._out >= self.capacity:
+            if self._closed or self._out >= self.capacity - reserve:
                 return None
             self._out += 1
             return self._slot
@@ -157,13 +204,17 @@ def test_the_expected_time_is_the_median_of_ranges_of_its_size_else_scaled_by_th
 
 
 class _RateSource:
-    """Serves ``data`` at ``rate`` bytes/s per read; ranges at ``stall`` offsets wait ``stall_s`` first (once).
+    """Serves ``data`` at ``rate`` bytes/s per read; ranges at ``stall`` offsets wait ``stall_s`` first (once),
+    after their first byte, or before it with ``before_first_byte`` (as a request parked on a stalled
+    connection: no chunk boundary, so no ``cancelled`` call, until the stall ends or the read is aborted).
     Records when each read of an offset started."""
 
     root = "rate://"
 
-    def __init__(self, data: bytes, rate: float, stall: set[int] = frozenset(), stall_s: float = 0.0) -> None:
+    def __init__(self, data: bytes, rate: float, stall: set[int] = frozenset(), stall_s: float = 0.0,
+                 before_first_byte: bool = False) -> None:
         self.data, self.rate, self.stall, self.stall_s = data, rate, set(stall), stall_s
+        self.before_first_byte = before_first_byte
         self.starts: dict[int, list[float]] = {}
         self._lock = threading.Lock()
 
@@ -175,6 +226,14 @@ class _RateSource:
             self.starts.setdefault(offset, []).append(time.monotonic())
             stalled = offset in self.stall
             self.stall.discard(offset)
+        if stalled and self.before_first_byte:
+            handle = current_handle()
+            deadline = time.monotonic() + self.stall_s
+            while time.monotonic() < deadline:
+                if handle is not None and handle.aborted:
+                    raise ReadCancelled
+                time.sleep(0.002)
+            stalled = False
         deadline = time.monotonic() + len(buf) / self.rate + (self.stall_s if stalled else 0.0)
         while time.monotonic() < deadline:
             if cancelled is not None and cancelled():
@@ -190,11 +249,11 @@ class _Ring(_Leases):
         super().__init__(capacity)
         self._free = [Slot(i, None, memoryview(bytearray(size))) for i in range(capacity)]
 
-    def acquire(self, *, block: bool = True) -> Slot | None:
+    def acquire(self, *, block: bool = True, reserve: int = 0) -> Slot | None:
         with self._cond:
-            while not self._free and block and not self._closed:
+            while len(self._free) <= reserve and block and not self._closed:
                 self._cond.wait()
-            return None if self._closed or not self._free else self._free.pop()
+            return None if self._closed or len(self._free) <= reserve else self._free.pop()
 
     def view(self, slot: Slot, job: RangeJob) -> memoryview:
         return slot.view[:job.length]
@@ -249,6 +308,54 @@ def test_a_stalled_range_is_hedged_after_k_times_the_time_of_its_size() -> None:
     assert fetcher.stats.hedges == 1 and fetcher.stats.hedge_wins == 1
     primary, hedge = source.starts[big.offset]
     assert 0.5 <= hedge - primary <= 0.6 + 0.5  # 3 x 200 ms, with room for a busy machine's scheduling
+
+
+def test_a_request_without_a_first_byte_is_hedged_before_its_range_would_be_late() -> None:
+    # Ranges take 200 ms and their first byte comes at once; one request gets no first byte for 20 s. It is
+    # hedged after the floor (100 ms), not after 3 x 200 ms.
+    size = 4 * SMALL
+    jobs = [RangeJob(i, 0, "m", i * size, size, None) for i in range(10)]
+    stalled = jobs[6]
+    source = _RateSource(bytes(range(256)) * (10 * size // 256), RATE, stall={stalled.offset}, stall_s=20.0,
+                         before_first_byte=True)
+    started = time.monotonic()
+    fetcher = _fetch_all(source, jobs, LoaderConfig(concurrency=2, hedge_factor=3.0, hedge_min_s=0.1))
+    assert time.monotonic() - started < 10
+    assert fetcher.stats.hedges == 1 and fetcher.stats.hedge_wins == 1 and fetcher.stats.losers_aborted == 1
+    primary, hedge = source.starts[stalled.offset]
+    assert 0.1 <= hedge - primary <= 0.45  # well before 3 x 200 ms
+
+
+def test_a_hedge_starts_although_completed_ranges_hold_every_other_lease() -> None:
+    # Direct host reads keep a range's lease until every tensor it feeds is complete: here one tensor spans
+    # all the ranges, so each completed range keeps its lease until the stalled one is in. The hedge of
+    # the stalled range still gets a lease, and the load does not wait out the stall.
+    jobs = [RangeJob(i, 0, "m", i * SMALL, SMALL, None) for i in range(12)]
+    stalled = jobs[5]  # after enough ranges have completed to judge it by
+    source = _RateSource(bytes(range(256)) * (12 * SMALL // 256), RATE, stall={stalled.offset}, stall_s=20.0)
+    config = LoaderConfig(concurrency=2, max_hedges=1, hedge_factor=3.0, hedge_min_s=0.05)
+    leases = _Ring(8, SMALL)
+    fetcher = RangeFetcher(source, jobs, leases, config)  # type: ignore[arg-type]
+    started = time.monotonic()
+    fetcher.start()
+    held = []
+    try:
+        while len(held) < len(jobs):
+            item = fetcher.completed.get(timeout=30)
+            assert not isinstance(item, BaseException), item
+            held.append(item)
+            if item[0] is stalled:  # the tensor is complete once the stalled range is in
+                break
+        for _, slot in held:
+            leases.release(slot)
+        for _ in range(len(jobs) - len(held)):
+            item = fetcher.completed.get(timeout=30)
+            assert not isinstance(item, BaseException), item
+            leases.release(item[1])
+    finally:
+        fetcher.stop()
+    assert time.monotonic() - started < 10
+    assert fetcher.stats.hedges == 1 and fetcher.stats.hedge_wins == 1
 
 
 # --- the losing copy is aborted at once ---------------------------------------------------------
