@@ -75,7 +75,7 @@ def parse_size(text: str) -> int:
 def _add_loader_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", help="S3 endpoint override (default: AWS_ENDPOINT_URL[_S3] or AWS)")
     p.add_argument("--region", help="S3 region")
-    p.add_argument("--concurrency", type=int, help="parallel ranged GETs")
+    p.add_argument("--concurrency", type=int, help="parallel ranged GETs (default: one per 5 MiB of the memory budget, 16-64)")
     p.add_argument("--range-size", type=parse_size, help="bytes per ranged GET")
     p.add_argument("--memory-limit", type=parse_size, help="host staging ring size")
     p.add_argument("--verify-sha256", action="store_true", default=None, help="check SHA-256 sidecars / index digests")
