@@ -47,20 +47,19 @@ from forecasting.warmpool import (WarmPoolConfig, WarmPoolModel, WarmPoolNode, d
                                   plan_warm_pool)
 
 RESULTS = ROOT / "bench" / "results"
-# The planner's chance that a staged node has no free GPU for a start: 5 nodes x 8 GPUs hold a handful
-# of replicas at once under scale to zero, so a second copy of a model rarely pays (the default 0.5
-# is for a full fleet).
-BUSY = 0.1
+# The planner's chance that a staged node has no free GPU for a start: None derives it from the forecast
+# (forecasting/warmpool.py); `--busy` sets it (the first run of this benchmark used 0.1).
 
 
-def make_plan(info: list[dict], profile, nodes: int, per_node: int, hours: float) -> tuple[dict, dict]:
+def make_plan(info: list[dict], profile, nodes: int, per_node: int, hours: float,
+              busy: float | None = None) -> tuple[dict, dict]:
     """The planner's placement for the fleet: {node index: [models]} and the plan's JSON."""
-    size = int(profile.cold_start.weights_gb * 1e9)
+    size = round(profile.cold_start.weights_gb * 1e9)
     saving = profile.cold_start.tier_s("image") - profile.cold_start.tier_s("staged")
     horizon = hours * 3600.0
     models = [WarmPoolModel(name=m["model"], location=f"s3://models/{m['model']}", bytes=size, saving_s=saving)
               for m in info]
-    config = WarmPoolConfig(horizon_s=horizon, models=models, busy_probability=BUSY,
+    config = WarmPoolConfig(horizon_s=horizon, models=models, busy_probability=busy,
                             nodes=[WarmPoolNode(name=f"n{k}", disk_bytes=per_node * size, gpus=8) for k in range(nodes)])
     forecasts = {m["model"]: [DemandForecast(m["model"], 0.0, horizon / 2, m["target_mean_rps"], m["target_mean_rps"])]
                  for m in info}
@@ -154,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--per-node", default="2,4", help="checkpoints one node's warm pool holds (comma-separated arms)")
     p.add_argument("--profile", default="h100-llama-3.1-8b")
+    p.add_argument("--busy", type=float, default=None,
+                   help="the planner's busy_probability (default: derived from the forecast)")
     p.add_argument("--out", default=str(RESULTS / "warmpool_plan"))
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
         workloads, info = build_fleet(a.models, 1 / 60, 1.6, a.hours, 0.0, seed)
         placements = {}
         for k in per_node:
-            placements[k], pj = make_plan(info, profile, a.nodes, k, a.hours)
+            placements[k], pj = make_plan(info, profile, a.nodes, k, a.hours, a.busy)
             plans.setdefault(str(k), pj)
         for arm, k in arms:
             r = run_arm(arm, workloads, profile, a.nodes, k, placements.get(k, {}), seed)
@@ -179,15 +180,17 @@ def main(argv=None) -> int:
     out = Path(a.out)
     doc = {"bench": "warmpool_plan", "command": "bench/warmpool.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "profile": profile.name, "args": {"models": a.models, "hours": a.hours, "seeds": seeds, "nodes": a.nodes,
-                                             "per_node": per_node},
+                                             "per_node": per_node, "busy": a.busy},
            "checkpoint_gb": profile.cold_start.weights_gb,
            "tier_s": {t: profile.cold_start.tier_s(t) for t in ("image", "staged")},
            "summary": summary, "plans": plans, "runs": runs,
            "setup": [f"machine: {platform.platform()}, Python {platform.python_version()}; "
                      f"{time.perf_counter() - t_all:.0f} s of simulation in all",
                      "forecast given to the planner: each model's days 1-7 mean rate as its P90 over the span "
-                     "(bench/longtail.py's derivation); horizon = the scored span; busy_probability "
-                     f"{BUSY} (the fleet is mostly idle under scale to zero), planner defaults otherwise",
+                     "(bench/longtail.py's derivation), no requests_per_replica (only starts from zero are counted); "
+                     "horizon = the scored span; busy_probability "
+                     + (f"{a.busy}" if a.busy is not None else "derived from the forecast (0: no peaks forecast)")
+                     + ", planner defaults otherwise",
                      "planned arm: the plan staged up front and held for the span (keep_weights off: the DaemonSet "
                      "evicts what the plan leaves out); no re-planning inside the span"]}
     if out.with_suffix(".json").exists():

@@ -24,6 +24,12 @@ scheduler for), so the first ``n`` copies of a model, where ``n`` nodes are need
 
 where ``saving_s`` is the model's object-storage cold start minus its staged one, and a copy beyond
 ``n`` saves time only when the staged nodes before it have no free GPU (probability ``busy`` each).
+Unless ``busy_probability`` is set, ``busy`` comes from the forecast: with ``u`` the share of the
+fleet's GPUs the forecast peaks fill (every model's peak replicas x GPUs over all nodes' GPUs, an
+upper bound: peaks need not coincide, capped at 0.95), a node is full when all its GPUs are busy,
+``busy = u ^ (GPUs per node)`` if each is busy with chance ``u``. A fleet with room to spare (a long
+tail at zero most of the time) then stages one copy of more models instead of second copies of a few
+(bench/results/warmpool_plan.md).
 
 **Placement: greedy by value density** (seconds saved per byte of budget), each copy to the node
 with the most room left. Why greedy: the exact problem is a multiple knapsack (NP-hard); greedy by
@@ -108,8 +114,9 @@ class WarmPoolConfig(_Strict):
 
     horizon_s: float = Field(3600.0, gt=0, description="how far ahead the plan looks")
     stickiness: float = Field(0.5, ge=0, description="a staged copy counts (1 + stickiness) x against newcomers")
-    busy_probability: float = Field(
-        0.5, ge=0, lt=1, description="chance that a staged node has no free GPU for a start")
+    busy_probability: float | None = Field(
+        None, ge=0, lt=1,
+        description="chance that a staged node has no free GPU for a start (default: from the forecast peaks)")
     max_copies: int | None = Field(None, ge=1, description="copies of one model at most (default: one per node)")
     nodes: list[WarmPoolNode] = Field(min_length=1)
     models: list[WarmPoolModel] = Field(default_factory=list)
@@ -222,6 +229,9 @@ def _items(config: WarmPoolConfig, demand: Mapping[str, ModelDemand], current: M
            unplaced: dict[str, str]) -> list[_Item]:
     largest = max(n.budget_bytes for n in config.nodes)
     node_gpus = median(n.gpus for n in config.nodes)
+    busy = config.busy_probability
+    if busy is None:
+        busy = _busy(config, demand, node_gpus)
     max_copies = min(config.max_copies or len(config.nodes), len(config.nodes))
     items = []
     for model in config.models:
@@ -236,11 +246,18 @@ def _items(config: WarmPoolConfig, demand: Mapping[str, ModelDemand], current: M
         staged_on = sum(1 for names in current.values() if model.name in names)
         n = _copies_needed(model, d, node_gpus)
         for k in range(1, max_copies + 1):
-            value = model.saving_s * d.starts / n * (config.busy_probability ** max(0, k - n))
+            value = model.saving_s * d.starts / n * (busy ** max(0, k - n))
             if value <= 0:
                 break
             items.append(_Item(model, k, value, kept=k <= staged_on))
     return sorted(items, key=lambda i: i.key(config.stickiness))
+
+
+def _busy(config: WarmPoolConfig, demand: Mapping[str, ModelDemand], node_gpus: float) -> float:
+    """Chance that a node has no free GPU: each of its GPUs busy with the share the forecast peaks fill."""
+    gpus = {m.name: m.gpus_per_replica for m in config.models}
+    used = sum(d.peak_replicas * gpus.get(name, 1) for name, d in demand.items())
+    return min(0.95, used / sum(n.gpus for n in config.nodes)) ** node_gpus
 
 
 def plan_warm_pool(config: WarmPoolConfig, demand: Mapping[str, ModelDemand],

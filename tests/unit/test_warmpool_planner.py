@@ -60,7 +60,7 @@ def test_second_copies_rank_below_first_copies_of_other_models():
 
 
 def test_a_model_whose_peak_needs_two_nodes_gets_two_full_value_copies():
-    cfg = config([model("a", 10, requests_per_replica=1.0), model("b", 10)], nodes=2, disk_gb=10)
+    cfg = config([model("a", 10, requests_per_replica=1.0), model("b", 10)], nodes=2, disk_gb=10, busy_probability=0.5)
     d = {"a": ModelDemand("a", 10, peak_replicas=12), "b": ModelDemand("b", 4)}   # 12 GPUs > 8 per node: 5 starts per copy > 4
     plan = plan_warm_pool(cfg, d)
     assert plan.nodes == {"n0": ["a"], "n1": ["a"]} and "b" in plan.unplaced
@@ -86,7 +86,7 @@ def test_a_staged_model_stays_unless_a_clearly_better_one_needs_its_space():
 
 
 def test_a_newcomer_takes_free_room_before_a_staged_copys_space():
-    cfg = config([model("old", 10), model("new", 10)], nodes=2, disk_gb=10)
+    cfg = config([model("old", 10), model("new", 10)], nodes=2, disk_gb=10, busy_probability=0.5)
     plan = plan_warm_pool(cfg, demand(old=10, new=20), current={"n0": ["old"]})   # new x2 worth 0.5 x 20 < 10
     assert plan.nodes == {"n0": ["old"], "n1": ["new"]}
 
@@ -111,7 +111,7 @@ def test_a_model_without_expected_starts_is_not_placed():
 
 
 def test_max_copies_caps_replication():
-    cfg = config([model("a", 1)], nodes=4, disk_gb=10, max_copies=2)
+    cfg = config([model("a", 1)], nodes=4, disk_gb=10, max_copies=2, busy_probability=0.5)
     plan = plan_warm_pool(cfg, demand(a=100))
     assert sum("a" in v for v in plan.nodes.values()) == 2
 
@@ -152,3 +152,14 @@ def test_plan_document_is_what_the_node_agent_reads():
     assert doc.nodes == plan.nodes and set(doc.models) == {"a", "b"}
     assert doc.models["a"].location == "s3://models/a" and doc.models_for("n0") == plan.nodes["n0"]
     assert doc.models_for("some-other-node") == []
+
+
+def test_busy_probability_follows_the_forecast_fleet_occupancy():
+    # An idle fleet: no second copies while a first copy of anything is left out.
+    idle = config([model("hot", 10), model("tail", 10)], nodes=2, disk_gb=10)
+    plan = plan_warm_pool(idle, demand(hot=100, tail=1))
+    assert sorted(plan.nodes.values()) == [["hot"], ["tail"]]
+    # A full fleet (peaks fill 15 of 16 GPUs: busy = (15/16)^8 = 0.6): a start often finds the first staged node full.
+    full = {"hot": ModelDemand("hot", 100, peak_replicas=7), "tail": ModelDemand("tail", 1, peak_replicas=8)}
+    plan = plan_warm_pool(idle, full)
+    assert plan.nodes == {"n0": ["hot"], "n1": ["hot"]}
