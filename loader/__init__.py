@@ -8,7 +8,8 @@
 Modules: ``format`` (strict header parsing), ``sources`` (local, s3, http), ``checkpoint``
 (shards and headers), ``fetch`` (parallel ranged reads, retries, hedging), ``ring`` (staging
 buffers), ``assemble`` (copies to the device), ``stream`` (the public API), ``cache`` and
-``staging`` (the node warm pool), ``warmplan`` (a node following the warm-pool plan), ``cli`` (``warmscale-loader``), ``vllm_plugin``.
+``staging`` (the node warm pool), ``warmplan`` (a node following the warm-pool plan), ``cli``
+(``warmscale-loader``), ``vllm_plugin``.
 Names are imported lazily so that ``import loader`` stays cheap.
 """
 
