@@ -34,6 +34,9 @@ RESULTS = ROOT / "bench" / "results"
 NAMESPACE = "scale"
 TINY_CAPACITY = {"maxNumSeqs": 4, "kvCacheTokens": 8192, "prefillTokensPerSecond": 27000, "decodeTokensPerSecond": 1500}
 TARGETS = {"tick_p99_s": 5.0, "rss_mb": 300.0}
+# What a model's status shows besides its desired replicas: a change in any of them is a status write.
+OBSERVED_GAUGES = ("warmscale_controller_current_replicas", "warmscale_controller_ready_replicas",
+                   "warmscale_controller_unschedulable_replicas", "warmscale_controller_decision_reason")
 
 
 def deployment(name: str) -> dict:
@@ -136,7 +139,7 @@ class ControllerProcess:
         import httpx
 
         text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        out = {"writes": {}, "desired": {}, "tick_count": 0.0, "tick_sum": 0.0, "errors": 0.0}
+        out = {"writes": {}, "desired": {}, "observed": {}, "tick_count": 0.0, "tick_sum": 0.0, "errors": 0.0}
         label = re.compile(r'(\w+)="([^"]*)"')
         for line in text.splitlines():
             if not line.startswith("warmscale_controller_"):
@@ -151,6 +154,10 @@ class ControllerProcess:
                 out["writes"][dict(label.findall(labels))["kind"]] = float(value)
             elif name == "warmscale_controller_desired_replicas":
                 out["desired"][dict(label.findall(labels)).get("name", "")] = float(value)
+            elif name in OBSERVED_GAUGES:
+                labelled = dict(label.findall(labels))
+                if name != "warmscale_controller_decision_reason" or float(value) == 1:
+                    out["observed"].setdefault(labelled.get("name", ""), {})[name] = labelled.get("reason", value)
             elif name == "warmscale_controller_errors_total":
                 out["errors"] += float(value)
         return out
@@ -227,8 +234,10 @@ def measure(ctl: ControllerProcess, emulator, names: list[str], ticks: int, burs
         ticks_done = nxt["tick_count"] - m["tick_count"]
         writes = {kind: nxt["writes"].get(kind, 0) - m["writes"].get(kind, 0) for kind in set(nxt["writes"]) | set(m["writes"])}
         changed = sum(1 for name, v in nxt["desired"].items() if m["desired"].get(name) != v)
+        changed_status = sum(1 for name, v in nxt["desired"].items()
+                             if m["desired"].get(name) != v or m["observed"].get(name) != nxt["observed"].get(name))
         row = {"tick": k, "ticks_seen": ticks_done, "tick_s": (nxt["tick_sum"] - m["tick_sum"]) / max(ticks_done, 1),
-               "changed_decisions": changed, "writes": writes, "writes_total": sum(writes.values()),
+               "changed_decisions": changed, "changed_statuses": changed_status, "writes": writes, "writes_total": sum(writes.values()),
                "rss_mb": ctl.rss_mb(), "errors": nxt["errors"], "models_seen": len(nxt["desired"]),
                "burst": k == burst_tick}
         rows.append(row)
@@ -248,7 +257,11 @@ def summarize(rows: list[dict], n: int, args) -> dict:
     tick_s = [r["tick_s"] for r in warm]
     idle = [r for r in warm if r["changed_decisions"] == 0]
     active = [r for r in warm if r["changed_decisions"] > 0]
-    per_change = [(r["writes_total"] - r["writes"].get("pod_annotation", 0)) / r["changed_decisions"] for r in active]
+    def per(kind: str, rows: list[dict], count: str) -> list[float]:
+        return [r["writes"].get(kind, 0) / r[count] for r in rows if r[count]]
+
+    scale, events, status = per("scale", active, "changed_decisions"), per("event", active, "changed_decisions"), \
+        per("status", warm, "changed_statuses")
     return {
         "models": n, "interval_s": args.interval, "ticks": len(rows), "workers": args.workers,
         "tick_s": {"median": statistics.median(tick_s), "min": min(tick_s), "max": max(tick_s), "p99": p99(tick_s)},
@@ -257,14 +270,27 @@ def summarize(rows: list[dict], n: int, args) -> dict:
         "baseline_idle_ticks": {"count": len(idle), "writes_per_tick_median": statistics.median(
             [r["writes_total"] for r in idle]) if idle else None,
             "tick_s_median": statistics.median([r["tick_s"] for r in idle]) if idle else None},
-        "changed_ticks": {"count": len(active),
-                          "writes_per_changed_decision_median": statistics.median(per_change) if per_change else None,
-                          "writes_per_changed_decision_range": [min(per_change), max(per_change)] if per_change else None},
+        "changed_ticks": {"count": len(active), "scale_writes_per_changed_decision": _spread_of(scale),
+                          "events_per_changed_decision": _spread_of(events),
+                          "status_writes_per_changed_status": _spread_of(status)},
         "errors": rows[-1]["errors"], "targets": TARGETS,
         "meets": {"tick_p99": p99(tick_s) <= TARGETS["tick_p99_s"],
                   "rss": max(r["rss_mb"] for r in rows) <= TARGETS["rss_mb"]},
         "rows": rows,
     }
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip() or "unknown"
+
+
+def _spread_of(values: list[float]) -> dict | None:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+
+
+def _ratio_cell(spread: dict | None) -> str:
+    return "-" if spread is None else f"{spread['median']:.2f} (range {spread['min']:.2f}-{spread['max']:.2f})"
 
 
 def write_report(result: dict, stem: str) -> None:
@@ -283,19 +309,22 @@ def write_report(result: dict, stem: str) -> None:
              f"| tick median / scrape floor | {t['median'] / result['scrape_floor']['median_s']:.2f} | |",
              f"| controller RSS max | {result['rss_mb']['max']:.0f} MB (median {result['rss_mb']['median']:.0f}) | <= 300 MB |",
              f"| API writes per idle tick (baseline, {b['count']} ticks) | {b['writes_per_tick_median']} | ~0 |",
-             f"| API writes per changed decision ({c['count']} ticks; pod annotations apart) | "
-             f"{c['writes_per_changed_decision_median']} (range {c['writes_per_changed_decision_range']}) | constant |",
+             f"| scale writes per changed decision ({c['count']} ticks) | {_ratio_cell(c['scale_writes_per_changed_decision'])} | 1 |",
+             f"| Events per changed decision | {_ratio_cell(c['events_per_changed_decision'])} | 1 |",
+             f"| status writes per model whose status changed (decision, ready/starting/pending count or reason) | "
+             f"{_ratio_cell(c['status_writes_per_changed_status'])} | <= 1 |",
              f"| errors | {result['errors']:.0f} | 0 |", "",
-             "| tick | changed decisions | writes by kind | tick s | RSS MB |", "|---|---|---|---|---|"]
+             "| tick | changed decisions | changed statuses | writes by kind | tick s | RSS MB |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         kinds = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["writes"].items()) if v)
-        lines.append(f"| {r['tick']}{' (burst)' if r['burst'] else ''} | {r['changed_decisions']} | {kinds or '-'} | "
+        lines.append(f"| {r['tick']}{' (burst)' if r['burst'] else ''} | {r['changed_decisions']} | {r['changed_statuses']} | {kinds or '-'} | "
                      f"{r['tick_s']:.2f} | {r['rss_mb']:.0f} |")
     lines += ["", "The scrape floor is the emulated engines' serving time for one round of N scrapes, measured with "
-              "the controller's own scraper in its own process and nothing else of the controller; every model's "
-              "tick waits on its scrape, so no tick can be shorter on this machine. Each emulator request steps "
-              "every emulated engine of every model before rendering one pod (autoscaler/sim/emulator.py, _pump), "
-              "so the floor grows with N x N; control plane, kwok, emulator and controller share the same 2 cores."]
+              "the controller's own scraper in its own process and nothing else of the controller. A tick scrapes "
+              "every model's Ready pods in one round, then lets each model decide, so a tick cannot be shorter than "
+              "the floor on this machine; control plane, kwok, emulator and controller share the same 2 cores. RSS "
+              "grows while the policies' sample windows fill (60 s of 5 s ticks), then holds.", "",
+              f"Made by `bench/controller_scale.py {' '.join(sys.argv[1:])}` at commit {_commit()}."]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -349,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     result["controller_log_tail"] = log_tail
     result["scrape_floor"] = floor
     write_report(result, args.out)
-    log(f"tick p99 {result['tick_s']['p99']:.2f} s, RSS max {result['rss_mb']['max']:.0f} MB, writes per changed "
-        f"decision {result['changed_ticks']['writes_per_changed_decision_median']}; "
+    log(f"tick p99 {result['tick_s']['p99']:.2f} s, RSS max {result['rss_mb']['max']:.0f} MB, scale writes per changed "
+        f"decision {_ratio_cell(result['changed_ticks']['scale_writes_per_changed_decision'])}; "
         f"bench/results/{args.out}.{{json,md}}")
     return 0
 
