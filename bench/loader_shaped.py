@@ -3,6 +3,13 @@ connection capped at a per-connection rate with a first-byte latency, so through
 parallelism; then stragglers on top.
 
     .venv/bin/python bench/loader_shaped.py [--size 3GB] [--repeats 5] [--rate-mb-s 25] [--latency-ms 30]
+        [--scenarios clean,stalls_2pct_5s] [--contenders ceiling_curl,warmscale,runai_best]
+        [--sweep-concurrency 16,32,48,64]
+
+--scenarios and --contenders run a subset (the curl and runai sweeps always run: they are the same-run
+baseline). --sweep-concurrency instead runs warmscale at each concurrency on the clean shape (host and ring
+path, memory limit at its default), each next to curl with as many streams, and writes
+bench/results/loader_shaped_concurrency.{json,md}.
 
 Scenarios: clean; a share of connections (2 %) whose every response waits another 5 s (toxiproxy
 draws toxics per connection, and clients keep connections alive, so about that share of ranges
@@ -21,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loader import RESULTS, WORK, median_run, raw_curl, run_child  # noqa: E402
 
-STREAMS = 16  # parallel connections of the ceiling (and warmscale's default concurrency)
+SETTLE_S = 7.0  # seconds for the links of one shape to close before the next is set (longer than a stall)
+STREAMS = 16  # parallel connections of the ceiling (warmscale derives its own from the memory budget)
 RUNAI_SWEEP = (16, 32, 64)
 
 
@@ -50,7 +59,18 @@ def main() -> None:
     parser.add_argument("--rate-mb-s", type=float, default=15.0, help="per-connection bandwidth cap (MB/s)")
     parser.add_argument("--latency-ms", type=int, default=30, help="first-byte latency of every response")
     parser.add_argument("--note", action="append", default=[], help="a line for the results (why a size, say)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ",".join(SCENARIOS))
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--sweep-concurrency", default="", help="comma-separated warmscale concurrencies (clean shape)")
+    parser.add_argument("--warmscale-config", default="{}", help="JSON of LoaderConfig fields for warmscale's runs")
+    parser.add_argument("--ceiling-in", default=",".join(SCENARIOS),
+                        help="scenarios the curl ceiling runs in (it takes ~10x its clean time with slow connections)")
     args = parser.parse_args()
+    scenario_names = _subset(args.scenarios, SCENARIOS, "--scenarios")
+    contender_names = _subset(args.contenders, CONTENDERS, "--contenders")
+    sweep_concurrency = [int(c) for c in args.sweep_concurrency.split(",") if c]
+    warmscale_config = json.loads(args.warmscale_config)
+    ceiling_in = _subset(args.ceiling_in, SCENARIOS, "--ceiling-in")
 
     from loader.cli import parse_size
     from loader.make_checkpoint import CheckpointSpec, make_checkpoint
@@ -75,6 +95,10 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
         "repeats": args.repeats,
         "notes": args.note,
+        "scenarios_run": scenario_names,
+        "ceiling_in": ceiling_in,
+        "contenders_run": contender_names,
+        "warmscale_config": warmscale_config,
     }
     work = WORK / "shaped"
     shutil.rmtree(work, ignore_errors=True)
@@ -110,6 +134,14 @@ def main() -> None:
             return run_child("runai", {"paths": runai_paths}, env=env)
 
         toxi.shape("s3", shapes["clean"])
+        if sweep_concurrency:
+            results["warmscale_by_concurrency_clean"] = concurrency_sweep(
+                sweep_concurrency, args.repeats, urls, objects, location, endpoint, warmscale_config)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / "loader_shaped_concurrency.json").write_text(json.dumps(results, indent=1))
+            (RESULTS / "loader_shaped_concurrency.md").write_text(render_sweep_md(results))
+            print(render_sweep_md(results))
+            return
         print("ceiling and runai concurrency sweep (clean) ...", flush=True)
         curl_by_streams: dict[int, float] = {}
         for n in (STREAMS // 2, STREAMS, STREAMS * 2, STREAMS * 4):
@@ -128,21 +160,26 @@ def main() -> None:
 
         contenders = {
             "ceiling_curl": lambda: raw_curl(urls, objects, STREAMS // len(objects)),
-            "warmscale": lambda: run_child("warmscale", {"location": location, "config": {"endpoint_url": endpoint}}),
+            "warmscale": lambda: run_child("warmscale", {"location": location,
+                                                         "config": warmscale_config | {"endpoint_url": endpoint}}),
             "runai_defaults": lambda: runai(None),
             "runai_best": lambda: runai(best_runai),
             "boto3_load_file": lambda: run_child("naive", naive),
         }
         scenarios: dict[str, dict] = {}
-        for scenario, shape in shapes.items():
-            toxi.shape("s3", shape)
-            names = list(contenders) + (["warmscale_ring"] if scenario == "clean" else [])
+        for scenario in scenario_names:
+            # toxiproxy 2.5.0 can panic (index out of range in ToxicLink.AddToxic) when toxics change while
+            # links of the previous shape, a stalled one held 5 s say, are still open: let them close first.
+            time.sleep(SETTLE_S)
+            toxi.shape("s3", shapes[scenario])
+            names = [n for n in contenders if n in contender_names and (n != "ceiling_curl" or scenario in ceiling_in)]
+            names += ["warmscale_ring"] if scenario == "clean" and "warmscale_ring" in contender_names else []
             runs: dict[str, list[dict]] = {n: [] for n in names}
             print(f"{scenario} ...", flush=True)
             for _ in range(args.repeats):
                 for name in names:
                     if name == "warmscale_ring":
-                        cfg = {"endpoint_url": endpoint, "direct_host_reads": False}
+                        cfg = warmscale_config | {"endpoint_url": endpoint, "direct_host_reads": False}
                         runs[name].append(run_child("warmscale", {"location": location, "config": cfg}))
                     else:
                         runs[name].append(contenders[name]())
@@ -159,32 +196,99 @@ def main() -> None:
     print(render_md(results))
 
 
+SCENARIOS = ("clean", "stalls_2pct_5s", "slow_1_in_10")
+CONTENDERS = ("ceiling_curl", "warmscale", "runai_defaults", "runai_best", "boto3_load_file", "warmscale_ring")
+
+
+def _subset(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise SystemExit(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return names
+
+
+def concurrency_sweep(concurrencies: list[int], repeats: int, urls: dict[str, str], objects: list[tuple[str, int]],
+                      location: str, endpoint: str, config: dict) -> dict:
+    """warmscale (host and ring path, default memory limit) at each concurrency next to curl with as many
+    streams, interleaved run by run on the clean shape."""
+    runs: dict[str, list[dict]] = {}
+    for _ in range(repeats):
+        for c in concurrencies:
+            runs.setdefault(f"curl_{c}", []).append(raw_curl(urls, objects, max(1, c // len(objects))))
+            for path, direct in (("host", True), ("ring", False)):
+                cfg = config | {"endpoint_url": endpoint, "concurrency": c, "direct_host_reads": direct}
+                runs.setdefault(f"warmscale_{path}_{c}", []).append(
+                    run_child("warmscale", {"location": location, "config": cfg}))
+            print(f"  concurrency {c:>2}: curl {_rate(runs[f'curl_{c}'][-1]):.3f}  host "
+                  f"{_rate(runs[f'warmscale_host_{c}'][-1]):.3f}  ring {_rate(runs[f'warmscale_ring_{c}'][-1]):.3f} GB/s",
+                  flush=True)
+    return {name: summary(r) for name, r in runs.items()}
+
+
+def _rate(run: dict) -> float:
+    return run["bytes"] / run["seconds"] / 1e9
+
+
+def render_sweep_md(r: dict) -> str:
+    sweep = r["warmscale_by_concurrency_clean"]
+    shape = r["shape"]
+    lines = [
+        "# warmscale's concurrency on shaped object storage (clean shape)",
+        "",
+        f"Checkpoint: {r['checkpoint']['bytes'] / 1e9:.2f} GB, {r['checkpoint']['shards']} shards. Shape: "
+        f"{shape['per_connection_mb_s']:g} MB/s per connection, {shape['first_byte_latency_ms']} ms first-byte latency. "
+        f"Memory limit at its default; the range size follows from it and the concurrency. Each warmscale run sits "
+        f"next to curl with as many parallel ranged GETs (same run, interleaved). Medians of {r['repeats']} runs, [min, max].",
+        "",
+        "| concurrency | curl GB/s | warmscale host GB/s | host range MiB | host memory / limit | warmscale ring GB/s "
+        "| ring range MiB | ring memory / limit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    concurrencies = sorted({int(k.rsplit("_", 1)[1]) for k in sweep})
+    for c in concurrencies:
+        curl, host, ring = sweep[f"curl_{c}"], sweep[f"warmscale_host_{c}"], sweep[f"warmscale_ring_{c}"]
+        cell = lambda s: f"{s['median_gb_per_s']:.3f} [{s['min_gb_per_s']:.3f}, {s['max_gb_per_s']:.3f}]"  # noqa: E731
+        mem = lambda s: f"{s['peak_rss_minus_held'] / s['memory_limit_bytes']:.2f}"  # noqa: E731
+        lines.append(f"| {c} | {cell(curl)} | {cell(host)} | {host['range_bytes'] / 2**20:g} | {mem(host)} | "
+                     f"{cell(ring)} | {ring['range_bytes'] / 2**20:g} | {mem(ring)} |")
+    lines += ["", "Memory: peak RSS minus the tensor held at that moment, worst run, over the memory limit "
+              "(target <= 1.15).", ""] + [f"- {note}" for note in r.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
 def ratios_and_targets(scenarios: dict[str, dict]) -> tuple[dict, dict]:
-    clean = scenarios["clean"]
-    ceiling = clean["ceiling_curl"]["median_gb_per_s"]
-    ratios = {f"{scenario}:{name}_vs_clean_ceiling": round(s["median_gb_per_s"] / ceiling, 3)
-              for scenario, by_name in scenarios.items() for name, s in by_name.items()}
-    ratios["clean:warmscale_vs_runai_best"] = round(
-        clean["warmscale"]["median_gb_per_s"] / clean["runai_best"]["median_gb_per_s"], 3)
+    """Ratios and targets over what ran (a subset run leaves out those it cannot compute)."""
+    clean = scenarios.get("clean", {})
+    ratios: dict[str, float] = {}
+    if "ceiling_curl" in clean:
+        ceiling = clean["ceiling_curl"]["median_gb_per_s"]
+        ratios |= {f"{scenario}:{name}_vs_clean_ceiling": round(s["median_gb_per_s"] / ceiling, 3)
+                   for scenario, by_name in scenarios.items() for name, s in by_name.items()}
+    if "warmscale" in clean and "runai_best" in clean:
+        ratios["clean:warmscale_vs_runai_best"] = round(
+            clean["warmscale"]["median_gb_per_s"] / clean["runai_best"]["median_gb_per_s"], 3)
     slowdown = {f"{scenario}:{name}_time_vs_clean": round(s["median_seconds"] / clean[name]["median_seconds"], 3)
                 for scenario, by_name in scenarios.items() if scenario != "clean"
-                for name, s in by_name.items()}
+                for name, s in by_name.items() if name in clean}
     ratios |= slowdown
-    limit = clean["warmscale"].get("memory_limit_bytes") or 1
-    memory = {
-        "host path: peak RSS minus held tensors / limit": round(clean["warmscale"].get("peak_rss_minus_held", 0) / limit, 3),
-        "ring path: peak RSS minus held tensors / limit": round(
-            clean["warmscale_ring"].get("peak_rss_minus_held", 0) / (clean["warmscale_ring"].get("memory_limit_bytes") or 1), 3),
-    }
+    memory = {}
+    for name, path in (("warmscale", "host"), ("warmscale_ring", "ring")):
+        if name in clean:
+            memory[f"{path} path: peak RSS minus held tensors / limit"] = round(
+                clean[name].get("peak_rss_minus_held", 0) / (clean[name].get("memory_limit_bytes") or 1), 3)
     ratios |= memory
-    targets = {
-        "warmscale >= 0.9 x shaped ceiling (clean)": ratios["clean:warmscale_vs_clean_ceiling"] >= 0.9,
-        "warmscale >= 1.5 x runai-model-streamer at its best concurrency": ratios["clean:warmscale_vs_runai_best"] >= 1.5,
-        "warmscale time under stragglers <= 1.2 x its clean time": all(
-            v <= 1.2 for k, v in slowdown.items() if ":warmscale_" in k),
-        "loader memory <= 1.15 x limit (host path)": memory["host path: peak RSS minus held tensors / limit"] <= 1.15,
-        "loader memory <= 1.15 x limit (ring path)": memory["ring path: peak RSS minus held tensors / limit"] <= 1.15,
-    }
+    targets = {}
+    if "clean:warmscale_vs_clean_ceiling" in ratios:
+        targets["warmscale >= 0.9 x shaped ceiling (clean)"] = ratios["clean:warmscale_vs_clean_ceiling"] >= 0.9
+    if "clean:warmscale_vs_runai_best" in ratios:
+        targets["warmscale >= 1.5 x runai-model-streamer at its best concurrency"] = (
+            ratios["clean:warmscale_vs_runai_best"] >= 1.5)
+    warmscale_slowdown = [v for k, v in slowdown.items() if ":warmscale_" in k]
+    if warmscale_slowdown:
+        targets["warmscale time under stragglers <= 1.2 x its clean time"] = all(v <= 1.2 for v in warmscale_slowdown)
+    for key, value in memory.items():
+        targets[f"loader memory <= 1.15 x limit ({key.split(':')[0]})"] = value <= 1.15
     return ratios, targets
 
 
@@ -201,6 +305,10 @@ def render_md(r: dict) -> str:
         f"curl by parallel streams (clean): {r['curl_by_streams_clean']}; runai-model-streamer by concurrency (clean): "
         f"{r['runai_sweep_clean']} -> best {r['runai_best_concurrency']}",
         "",
+        f"This run: scenarios {', '.join(r.get('scenarios_run', SCENARIOS))}; contenders "
+        f"{', '.join(r.get('contenders_run', CONTENDERS))} (the curl ceiling in {', '.join(r.get('ceiling_in', SCENARIOS))})"
+        + (f"; warmscale settings {r['warmscale_config']}" if r.get("warmscale_config") else "") + ".",
+        "",
         "| scenario | contender | median GB/s | min | max | median s | vs clean ceiling |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -208,7 +316,7 @@ def render_md(r: dict) -> str:
         for name, s in by_name.items():
             lines.append(f"| {scenario} | {name} | {s['median_gb_per_s']:.3f} | {s['min_gb_per_s']:.3f} | "
                          f"{s['max_gb_per_s']:.3f} | {s['median_seconds']:.2f} | "
-                         f"{r['ratios'][f'{scenario}:{name}_vs_clean_ceiling']:.3f} |")
+                         f"{r['ratios'].get(f'{scenario}:{name}_vs_clean_ceiling', float('nan')):.3f} |")
     lines += ["", "| scenario | warmscale path | range MiB | hedges (most in a run) | hedge wins (median run) "
                   "| losers aborted (median run) |", "|---|---|---|---|---|---|"]
     for scenario, by_name in r["scenarios"].items():
