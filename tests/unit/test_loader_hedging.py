@@ -44,9 +44,11 @@ def test_the_range_size_gives_every_connection_hedge_and_consumer_a_range_within
 
 
 def test_the_range_size_follows_the_budget_and_the_concurrency() -> None:
-    assert LoaderConfig(concurrency=16).effective_range_bytes == 8 * MiB  # 192 MiB read budget / 22
+    # Direct host reads: 192 MiB less 2 MiB of huge-page overhang per connection.
+    assert LoaderConfig(concurrency=16).effective_range_bytes == 7 * MiB  # 160 MiB read budget / 22
+    assert LoaderConfig(concurrency=16, huge_pages=False).effective_range_bytes == 8 * MiB  # 192 MiB / 22
     assert LoaderConfig(concurrency=16, direct_host_reads=False).effective_range_bytes == 11 * MiB  # 256 MiB / 22
-    assert LoaderConfig(concurrency=32).effective_range_bytes == 5 * MiB  # 192 MiB / 38
+    assert LoaderConfig(concurrency=32).effective_range_bytes == 3 * MiB  # 128 MiB / 38
     assert LoaderConfig(concurrency=16, memory_limit_bytes=2048 * MiB).effective_range_bytes == 64 * MiB  # the cap
     # A budget too small for the concurrency at the floor keeps the floor (fewer connections run).
     assert LoaderConfig(memory_limit_bytes=8 * MiB).effective_range_bytes == MiB
@@ -56,11 +58,12 @@ def test_the_range_size_follows_the_budget_and_the_concurrency() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "connections"), [
-    ({}, 32),  # 192 MiB read budget: 38 ranges of 5 MiB, less 4 hedges and 2 for the consumer
+    ({}, 23),  # 192 MiB: 6 ranges of 5 MiB for hedges and consumer, then 5 MiB + 2 MiB overhang per connection
+    ({"huge_pages": False}, 32),  # no overhang: 38 ranges of 5 MiB less 4 hedges and 2 for the consumer
     ({"direct_host_reads": False}, 45),  # 256 MiB: 51 - 6
     ({"memory_limit_bytes": 1024 * MiB}, 64),  # the cap
     ({"memory_limit_bytes": 64 * MiB}, 16),  # the floor
-    ({"hedge": False}, 36),  # no hedges to leave room for
+    ({"hedge": False}, 26),  # no hedges to leave room for: (192 - 10) // 7
     ({"concurrency": 8}, 8),  # set by hand: kept
 ])
 def test_unset_concurrency_follows_the_read_budget(overrides: dict, connections: int) -> None:
@@ -68,6 +71,16 @@ def test_unset_concurrency_follows_the_read_budget(overrides: dict, connections:
     assert config.concurrency == connections
     if "concurrency" not in overrides and 16 < connections < 64:
         assert config.effective_range_bytes == 5 * MiB  # every connection, hedge and consumer range at 5 MiB
+
+
+@pytest.mark.parametrize("overrides", [{}, {"concurrency": 32}, {"concurrency": 16}, {"memory_limit_bytes": 1024 * MiB},
+                                       {"hedge": False}, {"prefault_window_bytes": 32 * MiB}])
+def test_direct_reads_and_their_huge_page_overhang_fit_the_memory_limit(overrides: dict) -> None:
+    # Each read in flight faults in the 2 MiB page its last bytes land in; the leases leave room for it.
+    config = LoaderConfig(**overrides)
+    resident = config.read_ahead_ranges * config.effective_range_bytes + config.concurrency * config.read_overhang_bytes
+    windows = config.recycle_window_bytes + config.prefault_window_bytes
+    assert resident + windows <= config.memory_limit_bytes
 
 
 def test_concurrency_from_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +107,7 @@ def test_the_derived_range_size_fills_the_last_round_of_connections(spans: list[
 
 def test_the_derived_range_size_on_two_half_gigabyte_shards() -> None:
     spans = [490_000_000, 490_000_000]
-    config = LoaderConfig(concurrency=16)
+    config = LoaderConfig(concurrency=16, huge_pages=False)
     assert _ranges(spans, config.effective_range_bytes) == 118  # 8 rounds of 16, the last with 6 busy
     assert _ranges(spans, config.range_bytes_for(spans)) == 128  # 8 full rounds of shorter ranges
     assert config.range_bytes_for([50_000_000]) == 3 * MiB  # 16 ranges: every connection has one
