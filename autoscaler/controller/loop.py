@@ -30,7 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from autoscaler.actuators.drain import mark_deletion_costs
 from autoscaler.actuators.scale import Scale, ScaleClient, ScaleRef
-from autoscaler.contract import MODEL_LABEL, NUM_REQUESTS_RUNNING, Decision, OverrideSpec
+from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
 from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
@@ -120,8 +120,7 @@ class Controller:
         self._models_lock = threading.Lock()
         self._epoch = 0                        # bumped on every leadership change: model states are rebuilt
         self._epoch_seen = -1
-        self._prom_sensors: dict[str, Any] = {}    # one per rate window in use
-        self._prom_lock = threading.Lock()
+        self._prom_sensors: dict[str, Any] = {}    # one per rate window in use (tick thread only)
         self._prom = None
         ns = config.namespace
         if ns:
@@ -227,8 +226,8 @@ class Controller:
             self._forget(key)
         overrides = _by_target(self.overrides.items())
         rounds = [self._prepare(obj, index) for obj in objects]
-        scraped = self._scrape(rounds)
-        list(self._pool.map(lambda r: self._tick_guarded(r, scraped.get(r.key, {}), overrides.get(r.key, []), now), rounds))
+        readings = self._read_metrics(rounds, now)
+        list(self._pool.map(lambda r: self._tick_guarded(r, readings.get(r.key), overrides.get(r.key, []), now), rounds))
         elapsed = time.monotonic() - started
         self.metrics.tick_seconds.observe(elapsed)
         self.metrics.models.set(len(objects))
@@ -258,24 +257,57 @@ class Controller:
             rnd.problem = exc
         return rnd
 
+    def _read_metrics(self, rounds: list[_Round], now: float) -> dict[tuple[str, str], Reading]:
+        """Every model's Reading, read for all models at once: one round of direct scrapes, and one
+        batch of PromQL queries per rate window, so no model's tick waits on a request of its own."""
+        ready = [r for r in rounds if r.problem is None]
+        scraped = self._scrape([r for r in ready if r.model.sensor is not None])
+        readings = {r.key: r.model.sensor.read(now, scraped.get(r.key, {}), len(r.fleet.ready), len(r.fleet.loading),
+                                               r.unresolved)
+                    for r in ready if r.model.sensor is not None}
+        readings.update(self._read_prometheus([r for r in ready if r.model.sensor is None], now))
+        return readings
+
     def _scrape(self, rounds: list[_Round]) -> dict[tuple[str, str], dict[str, ScrapeResult]]:
-        """Every direct-scraped model's Ready pods in one round, all in flight at once: a model's
-        tick then waits on no request of its own."""
+        """The direct-scraped models' Ready pods, all in flight at once."""
         jobs = {(r.key, target): (target, url, r.model.spec.model)
-                for r in rounds if r.targets for target, url in r.targets.items()}
+                for r in rounds for target, url in r.targets.items()}
         by_model: dict[tuple[str, str], dict[str, ScrapeResult]] = {}
         for (key, target), result in self._scraper.scrape_jobs(jobs).items():
             by_model.setdefault(key, {})[target] = result
         return by_model
 
-    def _tick_guarded(self, rnd: _Round, scraped: dict[str, ScrapeResult], override_objects: list[dict], now: float) -> None:
+    def _read_prometheus(self, rounds: list[_Round], now: float) -> dict[tuple[str, str], Reading]:
+        if rounds and self.config.prometheus_url is None:
+            return {r.key: _no_prometheus_url(r, now) for r in rounds}
+        by_window: dict[str, list[_Round]] = {}
+        for r in rounds:
+            by_window.setdefault(f"{max(1, round(policy_rate_window_s(r.model.policy)))}s", []).append(r)
+        from autoscaler.metrics.prometheus import FleetRead   # the Prometheus client loads only where it is used
+
+        readings = {}
+        for window, members in by_window.items():
+            reads = [FleetRead(r.model.spec.model, tuple(sorted(r.model.spec.metrics.prometheus_labels.items())),
+                               len(r.fleet.ready), len(r.fleet.loading)) for r in members]
+            readings.update(zip((r.key for r in members), self._prometheus(window).observe_many(reads, now)))
+        return readings
+
+    def _prometheus(self, window: str):
+        sensor = self._prom_sensors.get(window)
+        if sensor is None:
+            from autoscaler.metrics.prometheus import PrometheusSensor
+            sensor = self._prom_sensors[window] = PrometheusSensor(
+                self.config.prometheus_url, rate_window=window, timeout_s=min(2.0, self.config.interval_s))
+        return sensor
+
+    def _tick_guarded(self, rnd: _Round, reading: Reading | None, override_objects: list[dict], now: float) -> None:
         try:
             if isinstance(rnd.problem, (pydantic.ValidationError, ValueError)):
                 self._write_invalid(rnd.obj, now, rnd.problem)
             elif rnd.problem is not None:
                 raise rnd.problem
             else:
-                self._tick_model(rnd, scraped, override_objects, now)
+                self._tick_model(rnd, reading, override_objects, now)
         except Exception as exc:  # noqa: BLE001 - one model's failure never stops the others
             self._error(f"tick {rnd.key[0]}/{rnd.key[1]}", exc)
             self._write_failure(rnd.obj, now, exc)
@@ -315,33 +347,14 @@ class Controller:
             self._models[key] = new
         return new
 
-    def _observe(self, rnd: _Round, scraped: dict[str, ScrapeResult], now: float) -> Reading:
-        model, fleet = rnd.model, rnd.fleet
-        if model.sensor is not None:
-            return model.sensor.read(now, scraped, len(fleet.ready), len(fleet.loading), rnd.unresolved)
-        if self.config.prometheus_url is None:
-            from autoscaler.contract import Observation
-            obs = Observation(model.spec.model, now, len(fleet.ready), len(fleet.loading), None, None, None, None, None, None)
-            return Reading(obs, ("waiting_requests",), ("spec.metrics.source is prometheus but the controller has no --prometheus-url",),
-                           None, "prometheus")
-        window = f"{max(1, round(policy_rate_window_s(model.policy)))}s"
-        with self._prom_lock:
-            sensor = self._prom_sensors.get(window)
-            if sensor is None:
-                from autoscaler.metrics.prometheus import PrometheusSensor
-                sensor = self._prom_sensors[window] = PrometheusSensor(
-                    self.config.prometheus_url, rate_window=window, timeout_s=min(2.0, self.config.interval_s))
-        return sensor.observe(model.spec.model, now, len(fleet.ready), len(fleet.loading), _prometheus_selector(model.spec))
-
     def _active_overrides(self, ns: str, name: str, objects: list[dict], now: float) -> list[OverrideSpec]:
         if self._overrides_fn is not None:
             return list(self._overrides_fn(ns, name, now))
         return specs_from_objects(objects, ns, name, now) if objects else []
 
-    def _tick_model(self, rnd: _Round, scraped: dict[str, ScrapeResult], override_objects: list[dict], now: float) -> None:
+    def _tick_model(self, rnd: _Round, reading: Reading, override_objects: list[dict], now: float) -> None:
         obj, (ns, name), model, fleet = rnd.obj, rnd.key, rnd.model, rnd.fleet
         meta, spec = obj["metadata"], model.spec
-        reading = self._observe(rnd, scraped, now)
         decision = model.policy.decide(reading.observation)
         overrides = self._active_overrides(ns, name, override_objects, now)
         if overrides:
@@ -529,12 +542,11 @@ class _NotLeader(Exception):
     pass
 
 
-def _prometheus_selector(spec: ModelAutoscalerSpec) -> str | None:
-    """The engine-series matchers: the model name, and the spec's extra labels if it gives any."""
-    from autoscaler.metrics.prometheus import matchers   # the Prometheus client loads only where it is used
-
-    extra = spec.metrics.prometheus_labels
-    return matchers({MODEL_LABEL: spec.model, **extra}) if extra else None
+def _no_prometheus_url(rnd: _Round, now: float) -> Reading:
+    from autoscaler.contract import Observation
+    obs = Observation(rnd.model.spec.model, now, len(rnd.fleet.ready), len(rnd.fleet.loading), None, None, None, None, None, None)
+    return Reading(obs, ("waiting_requests",), ("spec.metrics.source is prometheus but the controller has no --prometheus-url",),
+                   None, "prometheus")
 
 
 def _metrics_condition(reading: Reading) -> Condition:

@@ -11,7 +11,7 @@ import pytest
 from autoscaler.contract import (GENERATION_TOKENS, KV_CACHE_USAGE, NUM_REQUESTS_RUNNING, NUM_REQUESTS_WAITING,
                                  PROMPT_TOKENS, REQUEST_SUCCESS)
 from autoscaler.metrics.direct import DirectSensor
-from autoscaler.metrics.prometheus import PrometheusSensor, matchers
+from autoscaler.metrics.prometheus import FleetRead, PrometheusSensor, matchers
 from autoscaler.metrics.resolver import PodRef
 from autoscaler.metrics.scrape import parse_metrics
 from autoscaler.sim.emulator import FleetEmulator
@@ -151,6 +151,12 @@ def test_prometheus_scrapes_the_emulator_and_the_sensor_reads_each_model(prometh
         assert one.observation.running_requests == 4
         idle = sensor.observe("other", time.time(), 1, 0).observation
         assert idle.waiting_requests == 0 and idle.running_requests == 0 and idle.kv_cache_usage == 0
+        # every model in one batch: the same answers as model by model
+        many = [r.observation for r in sensor.observe_many(
+            [FleetRead(MODEL, (), 2, 0), FleetRead(MODEL, (("pod", "tiny-a"),), 1, 0), FleetRead("other", (), 1, 0)],
+            time.time())]
+        assert [m.running_requests for m in many] == [8, 4, 0] and many[2].kv_cache_usage == 0
+        assert many[0].generation_token_rate > 0 and many[0].arrival_rate > 0 and many[2].arrival_rate in (0, None)
         sensor.close()
 
 

@@ -82,7 +82,7 @@ def _tick(controller, obj: dict, index, now: float) -> None:
     """One model's part of a tick: prepared from the pod cache, no scrape results (the resolver gives no URL)."""
     rnd = controller._prepare(obj, index)
     assert rnd.problem is None and not rnd.targets
-    controller._tick_guarded(rnd, {}, [], now)
+    controller._tick_guarded(rnd, controller._read_metrics([rnd], now)[rnd.key], [], now)
 
 
 def test_periodic_scale_rereads_of_many_models_are_spread_over_the_ticks(controller):
@@ -192,31 +192,65 @@ def test_a_tick_scrapes_every_models_pods_in_one_round_not_model_by_model():
         index = _pods(names)
         rounds = [ctl._prepare(_object(_spec(model=n, scaleTargetRef={"name": n}, selector={"matchLabels": {"app": n}}), n),
                                index) for n in names]
-        scraped = ctl._scrape(rounds)
+        readings = ctl._read_metrics(rounds, 1_000_000.0)
         assert server.most_in_flight > ctl.config.workers
-        assert set(scraped) == {("ns", n) for n in names}
-        reading = ctl._observe(rounds[5], scraped[("ns", "m5")], 1_000_000.0)
-        assert reading.observation.waiting_requests == 3 and reading.observation.model == "m5"
+        assert set(readings) == {("ns", n) for n in names}
+        assert readings[("ns", "m5")].observation.waiting_requests == 3 and readings[("ns", "m5")].observation.model == "m5"
     finally:
         ctl._scraper.close()
         ctl._pool.shutdown()
         server.close()
 
 
-def test_prometheus_series_are_narrowed_by_the_specs_extra_labels(controller, monkeypatch):
+class FakePrometheus:
+    """Answers PromQL `sum by (...)`-style queries from a table of series, and counts the queries."""
+
+    def __init__(self, series: list[dict[str, str]]):
+        self.series, self.queries = series, []
+
+    def custom_query(self, query: str, timeout=None):
+        self.queries.append(query)
+        if query.startswith("max by") and "timestamp(" in query:
+            value = 999_990.0
+        elif "rate(" in query or "histogram_quantile" in query:
+            value = 1.5
+        else:
+            value = 2.0
+        by = query[query.index("(") + 1:query.index(")")].split(",")
+        by = [b for b in by if b != "le"]
+        out, seen = [], set()
+        for labels in self.series:
+            key = tuple(labels.get(b, "") for b in by)
+            if "warmscale_router" in query and "model" not in labels:
+                continue
+            if key not in seen:
+                seen.add(key)
+                out.append({"metric": dict(zip(by, key)), "value": [0, str(value)]})
+        return out
+
+
+def test_prometheus_models_are_read_in_one_batch_and_narrowed_by_their_extra_labels(controller):
     from autoscaler.metrics.prometheus import PrometheusSensor
 
-    asked: list[str | None] = []
-    monkeypatch.setattr(PrometheusSensor, "observe",
-                        lambda self, model, now, ready, loading, selector=None: asked.append(selector))
     controller.config.prometheus_url = "http://127.0.0.1:9"
     _fake_api(controller)
-    index = _pods(["engine"])
-    for labels in ({}, {"namespace": "llm"}):
-        obj = _object(_spec(model="llama", metrics={"source": "prometheus", "prometheusLabels": labels}), f"a{len(asked)}")
-        rnd = controller._prepare(obj, index)
-        controller._observe(rnd, {}, 1_000_000.0)
-    assert asked == [None, 'model_name="llama",namespace="llm"']
+    fake = FakePrometheus([{"model_name": f"m{i}", "namespace": ns} for i in range(30) for ns in ("a", "b")]
+                          + [{"model": "m3"}])
+    sensor = controller._prom_sensors["60s"] = PrometheusSensor("http://127.0.0.1:9", rate_window="60s")
+    sensor._prom = fake
+    names = [f"m{i}" for i in range(30)]
+    index = _pods(names)
+    rounds = [controller._prepare(_object(_spec(model=n, scaleTargetRef={"name": n}, selector={"matchLabels": {"app": n}},
+                                                 metrics={"source": "prometheus",
+                                                          "prometheusLabels": {"namespace": "a"} if i % 2 else {}}), n),
+                                  index) for i, n in enumerate(names)]
+    readings = controller._read_metrics(rounds, 1_000_000.0)
+    assert len(fake.queries) == 2 * 8 + 2          # a batch per label set, the router's once: not per model
+    assert any("by (model_name,namespace)" in q for q in fake.queries)
+    narrowed, whole = readings[("ns", "m1")].observation, readings[("ns", "m2")].observation
+    assert narrowed.waiting_requests == 2.0 and whole.waiting_requests == 2.0 and whole.request_rate == 1.5
+    assert readings[("ns", "m3")].observation.held_requests == 2.0 and whole.held_requests is None
+    assert readings[("ns", "m1")].age_s == 10.0
 
 
 def test_a_prometheus_label_name_that_promql_cannot_match_is_rejected():
