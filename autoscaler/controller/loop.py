@@ -188,6 +188,8 @@ class Controller:
             reflector.stop()
         self._pool.shutdown(wait=True)
         self._scraper.close()
+        for sensor in self._prom_sensors.values():
+            sensor.close()
         if self._probe:
             self._probe.stop()
 
