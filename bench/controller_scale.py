@@ -323,7 +323,7 @@ def write_report(result: dict, stem: str) -> None:
               "the controller's own scraper in its own process and nothing else of the controller. A tick scrapes "
               "every model's Ready pods in one round, then lets each model decide, so a tick cannot be shorter than "
               "the floor on this machine; control plane, kwok, emulator and controller share the same 2 cores. RSS "
-              "grows while the policies' sample windows fill (60 s of 5 s ticks), then holds.", "",
+              "grows while the sample histories fill (twice the 60 s rate window: 24 ticks of 5 s), then holds.", "",
               f"Made by `bench/controller_scale.py {' '.join(sys.argv[1:])}` at commit {_commit()}."]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
