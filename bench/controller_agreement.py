@@ -516,8 +516,9 @@ def write_report(result: dict, stem: str) -> None:
              "| loop | runs | within +-1 (median) | range | x baseline |", "|---|---|---|---|---|"]
     base = result["static_baseline"]["within_1"]
     for loop, v in result["by_loop"].items():
-        ratio = v["median_within_1"] / base if base else float("nan")
-        lines.append(f"| {loop} | {v['runs']} | {v['median_within_1']:.1%} | {v['min']:.1%}-{v['max']:.1%} | {ratio:.2f} |")
+        ratio = v["median_within_1"] / base if base else None
+        cell = "- (baseline 0 %)" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"| {loop} | {v['runs']} | {v['median_within_1']:.1%} | {v['min']:.1%}-{v['max']:.1%} | {cell} |")
     lines.append(f"| static baseline | 1 | {base:.1%} | - | 1.00 |")
     if base is not None and base >= TARGET_SHARE:
         lines += ["", f"A fleet that never changes scores {base:.0%} here too: on this slice the simulator barely moves "
@@ -618,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     for loop, v in result["by_loop"].items():
         base = summary["static_baseline"]["within_1"]
         log(f"{loop}: within +-1 on {v['median_within_1']:.1%} of ticks (median of {v['runs']}, "
-            f"{v['min']:.1%}-{v['max']:.1%}); static baseline {base:.1%}; ratio {v['median_within_1'] / base:.2f}")
+            f"{v['min']:.1%}-{v['max']:.1%}); static baseline {base:.1%}"
+            + (f"; ratio {v['median_within_1'] / base:.2f}" if base else ""))
     log(f"wrote {RESULTS / (args.out + '.md')}")
     return 0
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 
+from autoscaler.actuators.drain import DELETION_COST
 from autoscaler.controller.status import decode_policy_state
 from autoscaler.sim.emulator import FleetEmulator
 from autoscaler.sim.profile import load_profile
@@ -83,6 +84,39 @@ def test_rising_demand_scales_up_and_falling_demand_scales_back_down(installed, 
     assert status["targetReplicas"] < peak and status["leader"] == ctl.config.identity
     assert any(d["desired"] >= 2 for d in status["recentDecisions"])
     assert condition({"status": status}, "MetricsAvailable")["status"] == "True"
+
+
+@pytest.fixture()
+def slow_fleet() -> Iterator[FleetEmulator]:
+    """Engines that decode a token every 50 ms: one long answer keeps its engine busy for minutes."""
+    profile = load_profile("tiny-llama-cpu")
+    slow = profile.model_copy(update={"engine": profile.engine.model_copy(update={"step_base_s": 0.05})})
+    with FleetEmulator(slow) as emulator:
+        yield emulator
+
+
+def test_the_busiest_pod_survives_a_scale_down(installed, gpu_nodes, namespace, slow_fleet):
+    """Three Ready engines, one of them generating a long answer: the controller marks the idle ones
+    cheapest to delete before it writes the scale, and the ReplicaSet controller removes those."""
+    model, fleet = namespace, slow_fleet
+    _apps(installed).create_namespaced_deployment(namespace, engine_deployment("engine", 3))
+    with PodMirror(installed.api_client(), fleet, namespace, "app=engine", model) as mirror:
+        mirror.wait_for(lambda p: len(p) == 3 and all(p.values()), timeout_s=30)
+        fleet.submit(model, 100, 1900)           # ~95 s of decoding on one engine; round robin picks which
+        running = lambda: [pod for pod, s in fleet.stats(model).items() if s.running]  # noqa: E731
+        busy = wait_for(running, 10, "the request running on one engine")
+        assert len(busy) == 1
+        create_ma(installed.api_client(), namespace, _ma("engine", model, "engine", minReplicas=1))
+        with running_controller(controller_client(installed), namespace, resolver=fleet.resolver()) as ctl:
+            wait_for(lambda: _replicas(installed, namespace, "engine") == 1, 30, "the scale-down to one replica")
+            errors = ctl.error_messages()
+        core = kubernetes.client.CoreV1Api(installed.api_client())
+        kept = lambda: [p for p in core.list_namespaced_pod(namespace, label_selector="app=engine").items  # noqa: E731
+                        if p.metadata.deletion_timestamp is None]
+        left = wait_for(lambda: (lambda k: k if len(k) == 1 else None)(kept()), 30, "two pods deleted")
+    assert not errors
+    assert [p.metadata.name for p in left] == busy
+    assert left[0].metadata.annotations[DELETION_COST] == "1"      # marked busy, not kept by chance
 
 
 def test_full_gpu_nodes_leave_pods_pending_uncounted_and_status_says_scaling_limited(installed, namespace, fleet):
