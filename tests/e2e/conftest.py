@@ -135,6 +135,7 @@ def condition(obj: dict, kind: str) -> dict | None:
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
 
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2):
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2, describe=None):
+    """Poll `predicate`; on timeout the error shows `describe()` (what the system looked like) if given."""
     from tests.api.cluster import wait_for as poll
-    return poll(predicate, timeout_s, what, interval_s)
+    return poll(predicate, timeout_s, what, interval_s, describe)
