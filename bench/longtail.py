@@ -362,15 +362,20 @@ def write(out: Path, profile, args: dict, commands: list[str], workload_info, ru
            "profile": profile.name, "args": args,
            "tier_cold_starts_s": {t: profile.cold_start.tier_s(t) for t in tiers},
            "summary": summary, "targets": targets, "workload": workload_info, "setup": setup, "runs": runs}
+    write_results(out, doc, render)
+    return 0
+
+
+def write_results(out: Path, doc: dict, render) -> None:
+    """`out`.json and `out`.md (printed too); findings written by hand into the last JSON are kept."""
     if out.with_suffix(".json").exists():
         old = json.loads(out.with_suffix(".json").read_text())
         if old.get("findings"):
-            doc["findings"] = old["findings"]   # kept from the last write (written by hand after reading the runs)
+            doc["findings"] = old["findings"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
     out.with_suffix(".md").write_text(render(doc))
     print(render(doc))
-    return 0
 
 
 if __name__ == "__main__":

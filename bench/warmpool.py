@@ -24,7 +24,6 @@ from object storage). Medians over seeds with the range. Writes bench/results/wa
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -42,7 +41,7 @@ from autoscaler.sim.nodes import NodeFleet, fleet_for_tier  # noqa: E402
 from autoscaler.sim.profile import load_profile  # noqa: E402
 from autoscaler.sim.sensing import SensingConfig  # noqa: E402
 from autoscaler.sim.simulator import ModelSpec, SimConfig, Simulation  # noqa: E402
-from bench.longtail import build_fleet  # noqa: E402
+from bench.longtail import build_fleet, write_results  # noqa: E402
 from forecasting.warmpool import (WarmPoolConfig, WarmPoolModel, WarmPoolNode, demand_from_forecasts,  # noqa: E402
                                   plan_warm_pool)
 
@@ -193,14 +192,7 @@ def main(argv=None) -> int:
                      + ", planner defaults otherwise",
                      "planned arm: the plan staged up front and held for the span (keep_weights off: the DaemonSet "
                      "evicts what the plan leaves out); no re-planning inside the span"]}
-    if out.with_suffix(".json").exists():
-        old = json.loads(out.with_suffix(".json").read_text())
-        if old.get("findings"):
-            doc["findings"] = old["findings"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
-    out.with_suffix(".md").write_text(render(doc))
-    print(render(doc))
+    write_results(out, doc, render)
     return 0
 
 

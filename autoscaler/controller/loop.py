@@ -101,6 +101,7 @@ class _Round:
     fleet: FleetCount | None = None
     targets: dict[str, str] = field(default_factory=dict)       # direct scrapes: {pod: url}
     unresolved: dict[str, str] = field(default_factory=dict)    # Ready pods without a URL: {pod: why}
+    scraped: dict[str, ScrapeResult] = field(default_factory=dict)  # this tick's direct scrapes: {pod: result}
     problem: Exception | None = None
 
 
@@ -263,10 +264,12 @@ class Controller:
         """Every model's Reading, read for all models at once: one round of direct scrapes, and one
         batch of PromQL queries per rate window, so no model's tick waits on a request of its own."""
         ready = [r for r in rounds if r.problem is None]
-        scraped = self._scrape([r for r in ready if r.model.sensor is not None])
-        readings = {r.key: r.model.sensor.read(now, scraped.get(r.key, {}), len(r.fleet.ready), len(r.fleet.loading),
-                                               r.unresolved)
-                    for r in ready if r.model.sensor is not None}
+        direct = [r for r in ready if r.model.sensor is not None]
+        scraped = self._scrape(direct)
+        readings = {}
+        for r in direct:
+            r.scraped = scraped.get(r.key, {})
+            readings[r.key] = r.model.sensor.read(now, r.scraped, len(r.fleet.ready), len(r.fleet.loading), r.unresolved)
         readings.update(self._read_prometheus([r for r in ready if r.model.sensor is None], now))
         return readings
 
@@ -372,7 +375,7 @@ class Controller:
             target = held_at = model.scale.replicas      # no room for what is already asked: ask no more
         advisory = self.config.dry_run or spec.advisory
         if target != model.scale.replicas and not advisory:
-            self._scale(model, obj, fleet, decision, target, now)
+            self._scale(rnd, decision, target, now)
         key = (ns, name, spec.model)
         m = self.metrics
         m.desired.labels(*key).set(decision.desired)
@@ -395,10 +398,11 @@ class Controller:
         if not self.elector.is_leader():
             raise _NotLeader("this replica no longer holds the lease; write skipped")
 
-    def _scale(self, model: _Model, obj: dict, fleet: FleetCount, decision: Decision, target: int, now: float) -> None:
+    def _scale(self, rnd: _Round, decision: Decision, target: int, now: float) -> None:
+        model, obj, fleet = rnd.model, rnd.obj, rnd.fleet
         old = model.scale.replicas
         if target < old and fleet.ready:
-            running = self._running_by_pod(model, fleet)
+            running = self._running_by_pod(rnd)
             self._leader_or_abort()
             patched = mark_deletion_costs(self.core, fleet.ready, running)
             self.metrics.writes.labels("pod_annotation").inc(len(patched))
@@ -411,11 +415,10 @@ class Controller:
         self._event(obj, verb, f"{model.target.kind} {model.target.name}: {old} -> {target} replicas "
                                f"({decision.reason}, {decision.signal}): {decision.detail}")
 
-    def _running_by_pod(self, model: _Model, fleet: FleetCount) -> dict[str, float | None]:
-        if model.sensor is not None:
-            targets = {p.name: model.sensor.resolver.metrics_url(p.ref) for p in fleet.ready}
-            results = self._scraper.scrape({k: v for k, v in targets.items() if v}, model=model.spec.model)
-            return {n: (r.sample.running if r.sample else None) for n, r in results.items()}
+    def _running_by_pod(self, rnd: _Round) -> dict[str, float | None]:
+        model = rnd.model
+        if model.sensor is not None:     # this tick's scrapes: a pod that gave no sample counts as busiest
+            return {pod: (r.sample.running if r.sample else None) for pod, r in rnd.scraped.items()}
         if self.config.prometheus_url is None:
             return {}
         if self._prom is None:

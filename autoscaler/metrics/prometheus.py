@@ -46,33 +46,33 @@ def model_queries(model: str, window: str = "1m", selector: str | None = None) -
     """Observation field -> PromQL for one model. `selector`: matchers for its engine series."""
     s = selector if selector is not None else matchers({MODEL_LABEL: model})
     router = matchers({ROUTER_MODEL_LABEL: model})
-    return {
-        "metrics_time": f"max(timestamp({NUM_REQUESTS_WAITING}{{{s}}}))",
-        "waiting_requests": f"sum({NUM_REQUESTS_WAITING}{{{s}}})",
-        "running_requests": f"sum({NUM_REQUESTS_RUNNING}{{{s}}})",
-        "kv_cache_usage": f"avg({KV_CACHE_USAGE}{{{s}}}) or avg({KV_CACHE_USAGE_LEGACY}{{{s}}})",
-        "request_rate": request_rate_query(window, selector=s),
-        "prompt_token_rate": token_rate_query(PROMPT_TOKENS, window, selector=s),
-        "generation_token_rate": token_rate_query(GENERATION_TOKENS, window, selector=s),
-        "ttft_p95": f"histogram_quantile(0.95, sum by (le) (rate({TIME_TO_FIRST_TOKEN}_bucket{{{s}}}[{window}])))",
-        "arrival_rate": arrival_rate_query(window, selector=router),
-        "held_requests": f"sum({ROUTER_HELD_REQUESTS}{{{router}}})",
-    }
+    return {**_engine_queries(window, selector=s),
+            "arrival_rate": arrival_rate_query(window, selector=router),
+            "held_requests": f"sum({ROUTER_HELD_REQUESTS}{{{router}}})"}
 
 
 def fleet_queries(window: str = "1m", by: Sequence[str] = (MODEL_LABEL,)) -> dict[str, str]:
     """Observation field -> PromQL for every model at once, one series per value of the `by`
     labels (the model name first, then any labels a caller narrows its models by)."""
-    b = ",".join(by)
+    return _engine_queries(window, by=",".join(by))
+
+
+def _engine_queries(window: str, selector: str = "", by: str = "") -> dict[str, str]:
+    """The engines' fields: over the series `selector` matches, aggregated into one value, or
+    into one value per value of the `by` labels."""
+    s = f"{{{selector}}}" if selector else ""
+    per = f" by ({by})" if by else ""
+    rate_by = by or MODEL_LABEL          # the rate queries always group by model; one model sums its one series
     return {
-        "metrics_time": f"max by ({b}) (timestamp({NUM_REQUESTS_WAITING}))",
-        "waiting_requests": f"sum by ({b}) ({NUM_REQUESTS_WAITING})",
-        "running_requests": f"sum by ({b}) ({NUM_REQUESTS_RUNNING})",
-        "kv_cache_usage": f"avg by ({b}) ({KV_CACHE_USAGE}) or avg by ({b}) ({KV_CACHE_USAGE_LEGACY})",
-        "request_rate": request_rate_query(window, by=b),
-        "prompt_token_rate": token_rate_query(PROMPT_TOKENS, window, by=b),
-        "generation_token_rate": token_rate_query(GENERATION_TOKENS, window, by=b),
-        "ttft_p95": f"histogram_quantile(0.95, sum by (le,{b}) (rate({TIME_TO_FIRST_TOKEN}_bucket[{window}])))",
+        "metrics_time": f"max{per} (timestamp({NUM_REQUESTS_WAITING}{s}))",
+        "waiting_requests": f"sum{per} ({NUM_REQUESTS_WAITING}{s})",
+        "running_requests": f"sum{per} ({NUM_REQUESTS_RUNNING}{s})",
+        "kv_cache_usage": f"avg{per} ({KV_CACHE_USAGE}{s}) or avg{per} ({KV_CACHE_USAGE_LEGACY}{s})",
+        "request_rate": request_rate_query(window, by=rate_by, selector=selector),
+        "prompt_token_rate": token_rate_query(PROMPT_TOKENS, window, by=rate_by, selector=selector),
+        "generation_token_rate": token_rate_query(GENERATION_TOKENS, window, by=rate_by, selector=selector),
+        "ttft_p95": f"histogram_quantile(0.95, sum by ({','.join(filter(None, ('le', by)))}) "
+                    f"(rate({TIME_TO_FIRST_TOKEN}_bucket{s}[{window}])))",
     }
 
 
