@@ -39,7 +39,9 @@ def test_the_real_engines_queue_through_prometheus_scales_up_and_back_down(insta
     create_ma(installed.api_client(), namespace,
               _ma("engine", vllm_engine.model, "engine", maxReplicas=4, metrics={"source": "prometheus"}))
     load = threading.Thread(target=burst, args=(vllm_engine,), kwargs={"n": 48, "max_tokens": 256}, daemon=True)
-    with running_controller(controller_client(installed), namespace, prometheus_url=prometheus.url) as ctl:
+    # the real engine's burst fills both cores of the test ground: a lease long enough to be renewed meanwhile
+    with running_controller(controller_client(installed), namespace, prometheus_url=prometheus.url,
+                            lease_s=20.0, renew_deadline_s=15.0) as ctl:
         wait_for(lambda: (condition({"status": _status(installed, namespace)}, "MetricsAvailable") or {}).get("status")
                  == "True", 30, "metrics through Prometheus")
         load.start()
