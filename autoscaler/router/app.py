@@ -33,12 +33,22 @@ __all__ = ["Router", "build_app"]
 MAX_BODY_BYTES = 32 * 1024 * 1024
 FORWARD_HEADERS = ("content-type", "authorization", "accept")
 PASS_BACK_HEADERS = ("content-type", "x-request-id")
+MAX_RESENDS = 2     # sends after a connection broke before any answer
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """An OpenAI-style error body."""
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
                         headers=headers)
+
+
+def _no_answer(model: str, refused: dict[str, str], broken: list[tuple[str, str]]) -> str:
+    parts = []
+    if refused:
+        parts.append("could not connect to " + ", ".join(f"{e} ({why})" for e, why in sorted(refused.items())))
+    if broken:
+        parts.append(f"{len(broken)} tries without an answer: " + ", ".join(f"{e} ({why})" for e, why in broken))
+    return f"model {model!r}: no engine answered ({'; '.join(parts)})"
 
 
 class Router:
@@ -50,12 +60,14 @@ class Router:
     """
 
     def __init__(self, source: EndpointSource, hold: HoldSettings | None = None, upstream_timeout_s: float = 600.0,
-                 max_connections: int = 1000, on_hold: Callable[[str], None] | None = None):
+                 max_connections: int = 1000, on_hold: Callable[[str], None] | None = None,
+                 connect_timeout_s: float = 10.0):
         self.source = source
         self.loads = LoadTracker()
         self.holds = HoldQueue(hold or HoldSettings(), on_hold=on_hold)
         self.metrics = RouterMetrics()
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=upstream_timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
+                                             sock_read=upstream_timeout_s)
         self._max_connections = max_connections
         self._client: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,33 +153,39 @@ class Router:
 
     async def _forward(self, path: str, body: bytes, headers: dict[str, str], stream: bool, model: str,
                        endpoints: Sequence[Endpoint]) -> Response:
-        """Send to the least-loaded engine; an engine that refuses the connection is skipped once.
+        """Send to the least-loaded engine. An engine that refuses the connection is skipped; a try
+        that got no answer is sent again, at most `MAX_RESENDS` times, to an engine not tried yet
+        where there is one.
 
-        A kept-alive connection the engine closed just as the request went out fails before any
-        answer (ServerDisconnectedError); the engine never read that request, so it is sent once more.
+        No answer means the connection broke before the response began (the engine closed a
+        kept-alive connection just as the request went out, or reset it while the body was written)
+        or was not made in time (a dead host, or this process stalled past the connect timeout on a
+        starved machine). The client has seen nothing and the engine drops what it read, so sending
+        again is safe.
         """
-        tried: set[str] = set()
-        resent = False
+        refused: dict[str, str] = {}
+        broken: list[tuple[str, str]] = []
         while True:
-            candidates = [ep for ep in endpoints if ep.id not in tried]
-            if not candidates:
-                return _error(502, f"model {model!r}: no engine accepted the connection ({', '.join(sorted(tried))})",
-                              "BadGateway")
-            endpoint = self.loads.choose(candidates)
+            candidates = [ep for ep in endpoints if ep.id not in refused]
+            if not candidates or len(broken) > MAX_RESENDS:
+                return _error(502, _no_answer(model, refused, broken), "BadGateway")
+            failed = {engine_id for engine_id, _ in broken}
+            endpoint = self.loads.choose([ep for ep in candidates if ep.id not in failed] or candidates)
             self.loads.started(endpoint.id)
             try:
                 upstream = await self._client.post(endpoint.url + path, data=body, headers=headers)
-            except (aiohttp.ClientConnectorError, TimeoutError):
+            except aiohttp.ClientConnectorError as exc:
                 self.loads.finished(endpoint.id)
-                tried.add(endpoint.id)
+                refused[endpoint.id] = repr(exc)
                 endpoints = self.source.ready(model) or endpoints
                 continue
-            except aiohttp.ServerDisconnectedError:
+            except aiohttp.SocketTimeoutError:
                 self.loads.finished(endpoint.id)
-                if resent:
-                    return _error(502, f"model {model!r}: engine {endpoint.id} closed the connection twice",
-                                  "BadGateway")
-                resent = True
+                return _error(504, f"model {model!r}: engine {endpoint.id} sent no answer in "
+                                   f"{self._timeout.sock_read:g} s", "GatewayTimeout")
+            except aiohttp.ClientConnectionError as exc:
+                self.loads.finished(endpoint.id)
+                broken.append((endpoint.id, type(exc).__name__))
                 continue
             except aiohttp.ClientError as exc:
                 self.loads.finished(endpoint.id)

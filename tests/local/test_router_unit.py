@@ -221,20 +221,24 @@ def test_a_port_in_use_is_an_error_naming_it():
         taken.close()
 
 
-class _ClosingUpstream:
-    """A loopback HTTP upstream that closes the first `closes` connections as soon as a request
-    arrives (a kept-alive connection the engine dropped), then answers 200."""
+class _BreakingUpstream:
+    """A loopback HTTP upstream that breaks the first `breaks` connections as soon as a request starts
+    to arrive, then answers 200. `how`: "close" (a kept-alive connection the engine dropped) or "reset"
+    (an RST while the router is still writing the body)."""
 
-    def __init__(self, closes: int):
+    def __init__(self, breaks: int, how: str):
         import socket
         import threading
 
-        self.closes, self.requests = closes, 0
+        self.breaks, self.how, self.requests = breaks, how, 0
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
+        import socket
+        import struct
+
         body = b'{"choices": [{"text": "ok"}]}'
         while True:
             try:
@@ -245,8 +249,11 @@ class _ClosingUpstream:
                 if not conn.recv(65536):
                     continue
                 self.requests += 1
-                if self.requests <= self.closes:
+                if self.requests <= self.breaks:
+                    if self.how == "reset":
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     continue
+                _read_request(conn)
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
                              b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
@@ -254,20 +261,68 @@ class _ClosingUpstream:
         self._sock.close()
 
 
-@pytest.mark.parametrize("closes, status", [(1, 200), (2, 502)])
-def test_a_connection_closed_before_any_answer_is_sent_once_more(closes, status):
-    upstream = _ClosingUpstream(closes)
+def _read_request(conn) -> None:
+    """Read the rest of a request whose first bytes were read (so closing it sends no RST)."""
+    conn.settimeout(0.5)
+    try:
+        while conn.recv(1 << 20):
+            pass
+    except TimeoutError:
+        pass
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+@pytest.mark.parametrize("breaks, status", [(1, 200), (3, 502)])
+def test_a_connection_broken_before_any_answer_is_sent_again(breaks, status, how):
+    upstream = _BreakingUpstream(breaks, how)
     router = Router(StaticEndpoints({"m": [upstream.url]}))
+    # a body of 4 MiB is still being written when the reset comes
+    prompt = "x" * (4 << 20) if how == "reset" else "x"
+    try:
+        with ThreadedServer(build_app(router), bind_socket("127.0.0.1", 0)) as rs:
+            answer = httpx.post(rs.url + "/v1/completions", json={"model": "m", "prompt": prompt}, timeout=10)
+    finally:
+        upstream.close()
+    assert answer.status_code == status
+    assert upstream.requests == min(breaks + 1, 3)     # sent again at most twice
+    if status == 502:
+        assert "3 tries without an answer" in answer.json()["error"]["message"]
+    assert router.inflight("m/0") == 0
+
+
+def test_resends_after_broken_connections_go_to_other_engines_and_are_bounded():
+    upstreams = [_BreakingUpstream(1, "close") for _ in range(4)]
+    router = Router(StaticEndpoints({"m": [u.url for u in upstreams]}))
     try:
         with ThreadedServer(build_app(router), bind_socket("127.0.0.1", 0)) as rs:
             answer = httpx.post(rs.url + "/v1/completions", json={"model": "m"}, timeout=10)
     finally:
-        upstream.close()
-    assert answer.status_code == status
-    assert upstream.requests == 2      # sent once more, never a third time
-    if status == 502:
-        assert "closed the connection twice" in answer.json()["error"]["message"]
-    assert router.inflight("m/0") == 0
+        for u in upstreams:
+            u.close()
+    # every engine breaks its first connection: three tries (one send, two resends), each to an engine
+    # not tried yet, then a 502 naming them
+    assert answer.status_code == 502
+    assert sorted(u.requests for u in upstreams) == [0, 1, 1, 1]
+    assert "3 tries without an answer" in answer.json()["error"]["message"]
+
+
+def test_an_engine_that_does_not_connect_in_time_is_left_for_another():
+    import socket
+
+    # a listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
+    blackhole = socket.create_server(("127.0.0.1", 0), backlog=0)
+    queued = [socket.create_connection(blackhole.getsockname())]   # Linux queues backlog + 1
+    good = _BreakingUpstream(0, "close")
+    stalled = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+    router = Router(StaticEndpoints({"m": [stalled, good.url]}), connect_timeout_s=0.5)
+    try:
+        with ThreadedServer(build_app(router), bind_socket("127.0.0.1", 0)) as rs:
+            answers = [httpx.post(rs.url + "/v1/completions", json={"model": "m"}, timeout=10) for _ in range(2)]
+    finally:
+        good.close(), blackhole.close(), [q.close() for q in queued]
+    # ties rotate, so one of the two requests tries the stalled engine first, then the good one
+    assert [a.status_code for a in answers] == [200, 200]
+    assert good.requests == 2
 
 
 def test_served_connections_send_small_writes_at_once():
