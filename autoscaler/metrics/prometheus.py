@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -31,6 +32,8 @@ from autoscaler.contract import (GENERATION_TOKENS, KV_CACHE_USAGE, KV_CACHE_USA
                                  ROUTER_MODEL_LABEL, TIME_TO_FIRST_TOKEN, Observation, arrival_rate_query,
                                  request_rate_query, token_rate_query)
 from autoscaler.metrics.observe import LOAD_FIELDS, Reading
+
+MAX_PARALLEL_QUERIES = 10   # requests keeps 10 connections per host: more would be opened and dropped each tick
 
 __all__ = ["FleetRead", "PrometheusSensor", "fleet_queries", "matchers", "model_queries", "router_queries"]
 
@@ -146,14 +149,16 @@ class PrometheusSensor:
     def observe_many(self, reads: Sequence[FleetRead], now: float) -> list[Reading]:
         """Every model's Reading from one query per field (per set of extra label names), not one
         per field per model: a controller of 1,000 models asks Prometheus 10 queries a tick, not 10,000."""
+        jobs = {(names, f): (q, (MODEL_LABEL, *names)) for names in {tuple(k for k, _ in r.labels) for r in reads}
+                for f, q in fleet_queries(self.rate_window, (MODEL_LABEL, *names)).items()}
+        if reads:
+            jobs.update({(None, f): (q, (ROUTER_MODEL_LABEL,)) for f, q in router_queries(self.rate_window).items()})
         tables: dict[tuple[str, ...], dict[str, dict[tuple[str, ...], float]]] = {}
+        router: dict[str, dict[tuple[str, ...], float]] = {}
         reasons: list[str] = []
         try:
-            for names in {tuple(k for k, _ in r.labels) for r in reads}:
-                by = (MODEL_LABEL, *names)
-                tables[names] = {f: self._table(q, by) for f, q in fleet_queries(self.rate_window, by).items()}
-            router = {f: self._table(q, (ROUTER_MODEL_LABEL,)) for f, q in router_queries(self.rate_window).items()} \
-                if reads else {}
+            for (names, f), table in self._tables(jobs).items():
+                (router if names is None else tables.setdefault(names, {}))[f] = table
         except QueryFailed as exc:
             reasons.append(str(exc))
         out = []
@@ -167,6 +172,15 @@ class PrometheusSensor:
             described = f"{NUM_REQUESTS_WAITING}{{{matchers({MODEL_LABEL: r.model, **dict(r.labels)})}}}"
             out.append(self._reading(r.model, now, r.ready_replicas, r.loading_replicas, values, list(reasons), described))
         return out
+
+    def _tables(self, jobs: dict) -> dict:
+        """Each job's `_table(query, by)`, all in flight at once: a tick waits for the slowest query,
+        not for their sum. Raises the first QueryFailed."""
+        if not jobs:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(len(jobs), MAX_PARALLEL_QUERIES)) as pool:
+            futures = {key: pool.submit(self._table, query, by) for key, (query, by) in jobs.items()}
+            return {key: future.result() for key, future in futures.items()}
 
     def _table(self, query: str, by: Sequence[str]) -> dict[tuple[str, ...], float]:
         """A query's answer by the values of its `by` labels (NaN, e.g. a quantile of no data, left out)."""
