@@ -34,6 +34,7 @@ from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
 from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from autoscaler.controller.forecast import make_planner, make_prewarmer, with_forecast
 from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
 from autoscaler.controller.reflector import Reflector
@@ -44,6 +45,7 @@ from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
 from autoscaler.metrics.direct import DirectSensor
 from autoscaler.metrics.observe import Reading, policy_rate_window_s
 from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
+from forecasting.prewarm import ForecastPrewarmer
 from autoscaler.metrics.scrape import Scraper, ScrapeResult
 from autoscaler.policy.overrides import apply_overrides
 from autoscaler.policy.registry import make_policy
@@ -83,6 +85,7 @@ class _Model:
     policy: Any
     target: ScaleRef
     sensor: DirectSensor | None = None
+    prewarmer: ForecastPrewarmer | None = None   # when spec.forecasting.enabled
     scale: Scale | None = None
     scale_read_at: float = 0.0
     written: tuple | None = None             # what the last status write said (changes trigger a write)
@@ -337,6 +340,8 @@ class Controller:
         ref = spec.scale_target_ref
         new = _Model(uid=meta["uid"], generation=meta.get("generation", 0), spec=spec, policy=policy,
                      target=ScaleRef(ref.api_version, ref.kind, ref.name, key[0]))
+        if spec.forecasting.enabled:
+            new.prewarmer = self._prewarmer(spec, policy, model if model is not None and model.uid == meta["uid"] else None)
         if model is not None and model.uid == meta["uid"]:
             new.scale, new.scale_read_at, new.recent = model.scale, model.scale_read_at, model.recent
             new.conditions, new.last_scale_time = model.conditions, model.last_scale_time
@@ -352,6 +357,16 @@ class Controller:
             self._models[key] = new
         return new
 
+    @staticmethod
+    def _prewarmer(spec: ModelAutoscalerSpec, policy, previous: _Model | None):
+        """The model's prewarmer; a spec edit keeps its history and re-sizes its planner."""
+        sizing = (policy.capacity, spec.forecasting.quantile, spec.min_replicas, spec.max_replicas,
+                  policy.config.target_utilization)
+        if previous is None or previous.prewarmer is None:
+            return make_prewarmer(*sizing)
+        previous.prewarmer.planner = make_planner(*sizing)
+        return previous.prewarmer
+
     def _active_overrides(self, ns: str, name: str, objects: list[dict], now: float) -> list[OverrideSpec]:
         if self._overrides_fn is not None:
             return list(self._overrides_fn(ns, name, now))
@@ -360,7 +375,10 @@ class Controller:
     def _tick_model(self, rnd: _Round, reading: Reading, override_objects: list[dict], now: float) -> None:
         obj, (ns, name), model, fleet = rnd.obj, rnd.key, rnd.model, rnd.fleet
         meta, spec = obj["metadata"], model.spec
-        decision = model.policy.decide(reading.observation)
+        observation = reading.observation
+        if model.prewarmer is not None:
+            observation = with_forecast(model.prewarmer, observation)
+        decision = model.policy.decide(observation)
         overrides = self._active_overrides(ns, name, override_objects, now)
         if overrides:
             decision = apply_overrides(decision, overrides, now)

@@ -99,7 +99,8 @@ class ColdStart(_Strict):
 class Forecasting(_Strict):
     """Demand forecasting (pre-warm floors)."""
 
-    enabled: bool = Field(False, description="Use a demand forecast to pre-warm replicas.")
+    enabled: bool = Field(False, description="Forecast the demand one cold start ahead from the model's rates "
+                          "(10-minute windows, kept in the controller's memory) and hold the pre-warm planner's floor.")
     quantile: Literal["p50", "p90"] = Field("p90", description="Forecast quantile to size for.")
 
 

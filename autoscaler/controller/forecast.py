@@ -1,0 +1,52 @@
+"""Demand forecasting for a ModelAutoscaler with `spec.forecasting.enabled`.
+
+Each tick the model's observed rates go to its `ForecastPrewarmer` (forecasting/prewarm.py), which
+averages them into 10-minute windows (a day is the forecaster's 144-window period) and, as each
+window closes, forecasts the demand one cold start ahead. The policy then sees the planner's floor
+(`Observation.floor`: at least that many replicas until it expires) and, once a backtest chose the
+forecast's members, the forecast itself (`Observation.forecast`).
+
+The demand is the router's arrival rate where there is one, else vLLM's finished-request rate. The
+history lives in the controller's memory: it starts empty (the forecaster falls back to the last
+window with a band until it has days of history to backtest on) and a new leader starts again.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from autoscaler.contract import Observation
+from forecasting.ensemble import EnsembleConfig, EnsembleForecaster
+from forecasting.planner import PlannerConfig, PrewarmPlanner
+from forecasting.prewarm import ForecastPrewarmer
+
+__all__ = ["WINDOW_S", "make_planner", "make_prewarmer", "with_forecast"]
+
+WINDOW_S = 600.0
+
+
+def make_planner(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float,
+                 window_s: float = WINDOW_S) -> PrewarmPlanner:
+    """Replicas are sized from the forecast token rates (vLLM's counters always give them); the
+    request-rate bound uses the replica's rate for the smallest request (one prompt token, one
+    generated), so that it binds only where no token rates are known. A floor lasts two windows."""
+    return PrewarmPlanner(PlannerConfig.from_capacity(
+        capacity, 1.0, 1.0, target_utilisation=target_utilization, quantile=quantile,
+        min_replicas=min_replicas, max_replicas=max_replicas, hold_s=2 * window_s))
+
+
+def make_prewarmer(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float,
+                   window_s: float = WINDOW_S) -> ForecastPrewarmer:
+    """A prewarmer for one model, forecasting one cold start (the capacity's) ahead."""
+    planner = make_planner(capacity, quantile, min_replicas, max_replicas, target_utilization, window_s)
+    return ForecastPrewarmer(planner, EnsembleForecaster(EnsembleConfig()), window_s=window_s,
+                             cold_start_s=capacity.cold_start_s)
+
+
+def with_forecast(prewarmer: ForecastPrewarmer, obs: Observation) -> Observation:
+    """Record `obs`'s rates (when it has them) and return it with the floor and forecast for now."""
+    demand = obs.arrival_rate if obs.arrival_rate is not None else obs.request_rate
+    if demand is not None and obs.prompt_token_rate is not None and obs.generation_token_rate is not None:
+        prewarmer.observe(obs.model, obs.metrics_time or obs.time, demand, obs.prompt_token_rate,
+                          obs.generation_token_rate)
+    return dataclasses.replace(obs, floor=prewarmer.floor(obs.model, obs.time),
+                               forecast=prewarmer.forecast(obs.model, obs.time))
