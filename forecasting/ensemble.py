@@ -53,6 +53,15 @@ MEMBER_NAMES = (
 # least-squares `lag_linear` took the quantile regression's place: on ServeGen days 5-7 (tuning span,
 # before the judged days 8-10) it scored better (bench/forecast.py).
 DEFAULT_MEMBERS = tuple(name for name in MEMBER_NAMES if name not in ("mstl", "lag_quantile_regression"))
+# members whose library is an extra (`warmscale[forecast]`); the others need numpy only
+MEMBER_LIBRARIES = {"exp_smoothing": "statsforecast", "mstl": "statsforecast", "gradient_boosting": "lightgbm"}
+
+
+def installed_members(members: tuple[str, ...] = DEFAULT_MEMBERS) -> tuple[str, ...]:
+    """`members` less those whose library is not installed (the controller's image has the base install)."""
+    import importlib.util
+
+    return tuple(m for m in members if m not in MEMBER_LIBRARIES or importlib.util.find_spec(MEMBER_LIBRARIES[m]))
 
 
 class EnsembleConfig(BaseModel):

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 __all__ = ["register", "run"]
 
@@ -14,7 +15,8 @@ EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_API = 0, 2, 3, 4
 _EPILOG = """exit codes:
   0  stopped cleanly (SIGTERM / SIGINT)
   2  bad command line
-  3  bad configuration: kubeconfig unreadable, not in a cluster, bad URL or template
+  3  bad configuration: kubeconfig unreadable, not in a cluster, bad URL or template, a --warm-pool-config
+     that cannot be read or fails validation (the message names the file and the field)
   4  the API server refused or could not be reached at start (the message says which)
 """
 
@@ -41,6 +43,12 @@ def register(subparsers) -> None:
                    help="direct scrapes go here instead of the pod IP: {name}, {namespace}, {ip} are filled in")
     p.add_argument("--workers", type=int, default=8, help="models ticked in parallel (default 8)")
     p.add_argument("--dry-run", action="store_true", help="advisory: decide and write status only, never scale")
+    p.add_argument("--warm-pool-config", type=Path,
+                   help="publish the warm-pool plan for this fleet (YAML: nodes and models, as `warmscale warm-pool "
+                        "plan --config`) from the models' forecasts, every --warm-pool-every seconds")
+    p.add_argument("--warm-pool-namespace", default="warmscale-warm-pool",
+                   help="namespace of the warmscale-warm-plan ConfigMap (default warmscale-warm-pool)")
+    p.add_argument("--warm-pool-every", type=float, default=600.0, help="seconds between plans (default 600)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=run)
 
@@ -55,6 +63,8 @@ def _config(args):
         raise ValueError(f"--lease-seconds must be >= 3, got {args.lease_seconds}")
     if args.prometheus_url and not args.prometheus_url.startswith(("http://", "https://")):
         raise ValueError(f"--prometheus-url must start with http:// or https://, got {args.prometheus_url!r}")
+    if args.warm_pool_every <= 0:
+        raise ValueError(f"--warm-pool-every must be > 0, got {args.warm_pool_every}")
     if args.metrics_url_template:
         try:
             args.metrics_url_template.format(name="n", namespace="ns", ip="10.0.0.1")
@@ -70,7 +80,8 @@ def _config(args):
                             metrics_port=args.metrics_port, lease_namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE"),
                             lease_name=args.lease_name, lease_s=lease, renew_deadline_s=lease * 0.7, retry_s=min(2.0, lease / 5),
                             dry_run=args.dry_run, prometheus_url=args.prometheus_url,
-                            metrics_url_template=args.metrics_url_template, workers=args.workers, **extra)
+                            metrics_url_template=args.metrics_url_template, workers=args.workers,
+                            warm_pool_namespace=args.warm_pool_namespace, warm_pool_every_s=args.warm_pool_every, **extra)
 
 
 def _api_client(kubeconfig: str | None, workers: int = 8):
@@ -93,6 +104,14 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"warmscale controller: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.warm_pool_config is not None:
+        from forecasting.warmpool_cli import load_config
+
+        try:
+            config.warm_pool = load_config(args.warm_pool_config)
+        except ValueError as exc:
+            print(f"warmscale controller: --warm-pool-config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         client = _api_client(args.kubeconfig, args.workers)
     except Exception as exc:  # noqa: BLE001 - kubeconfig/in-cluster errors come in many types

@@ -6,16 +6,18 @@ window closes, forecasts the demand one cold start ahead. The policy then sees t
 (`Observation.floor`: at least that many replicas until it expires) and, once a backtest chose the
 forecast's members, the forecast itself (`Observation.forecast`).
 
-The demand is the router's arrival rate where there is one, else vLLM's finished-request rate. The
-history lives in the controller's memory: it starts empty (the forecaster falls back to the last
-window with a band until it has days of history to backtest on) and a new leader starts again.
+Members whose library is not installed are left out (the controller's image has the base install:
+no statsforecast, no LightGBM). The demand is the router's arrival rate where there is one, else
+vLLM's finished-request rate. The history lives in the controller's memory: it starts empty (the
+forecaster falls back to the last window with a band until it has days of history to backtest on)
+and a new leader starts again.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from autoscaler.contract import Observation
-from forecasting.ensemble import EnsembleConfig, EnsembleForecaster
+from forecasting.ensemble import EnsembleConfig, EnsembleForecaster, installed_members
 from forecasting.planner import PlannerConfig, PrewarmPlanner
 from forecasting.prewarm import ForecastPrewarmer
 
@@ -38,7 +40,8 @@ def make_prewarmer(capacity, quantile: str, min_replicas: int, max_replicas: int
                    window_s: float = WINDOW_S) -> ForecastPrewarmer:
     """A prewarmer for one model, forecasting one cold start (the capacity's) ahead."""
     planner = make_planner(capacity, quantile, min_replicas, max_replicas, target_utilization, window_s)
-    return ForecastPrewarmer(planner, EnsembleForecaster(EnsembleConfig()), window_s=window_s,
+    forecaster = EnsembleForecaster(EnsembleConfig(members=installed_members()))
+    return ForecastPrewarmer(planner, forecaster, window_s=window_s,
                              cold_start_s=capacity.cold_start_s)
 
 

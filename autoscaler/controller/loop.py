@@ -35,6 +35,7 @@ from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from autoscaler.controller.forecast import make_planner, make_prewarmer, with_forecast
+from autoscaler.controller.warmplan import WARM_POOL_NAMESPACE, WarmPlanPublisher
 from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
 from autoscaler.controller.reflector import Reflector
@@ -46,6 +47,7 @@ from autoscaler.metrics.direct import DirectSensor
 from autoscaler.metrics.observe import Reading, policy_rate_window_s
 from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
 from forecasting.prewarm import ForecastPrewarmer
+from forecasting.warmpool import WarmPoolConfig, WarmPoolPlan
 from autoscaler.metrics.scrape import Scraper, ScrapeResult
 from autoscaler.policy.overrides import apply_overrides
 from autoscaler.policy.registry import make_policy
@@ -75,6 +77,9 @@ class ControllerConfig:
     workers: int = 8
     state_every_s: float = 300.0             # the policy snapshot in status is refreshed at least this often
     scale_reread_s: float = 30.0             # the target's scale is re-read this often (someone else may change it)
+    warm_pool: WarmPoolConfig | None = None  # publish the warm-pool plan (autoscaler/controller/warmplan.py)
+    warm_pool_namespace: str = WARM_POOL_NAMESPACE
+    warm_pool_every_s: float = 600.0
 
 
 @dataclass
@@ -151,6 +156,7 @@ class Controller:
         self._probe: ProbeServer | None = None
         self.ticks = 0
         self.last_tick_s: float | None = None
+        self._warm_plan_due = 0.0              # the first tick of a leader publishes
         self._stopped = threading.Event()
 
     # ---------------------------------------------------------------- lifecycle
@@ -239,6 +245,23 @@ class Controller:
         self.metrics.models.set(len(objects))
         self.last_tick_s = elapsed
         self.ticks += 1
+        if self.config.warm_pool is not None and now >= self._warm_plan_due:
+            self._warm_plan_due = now + self.config.warm_pool_every_s
+            self.publish_warm_plan(now)
+
+    def publish_warm_plan(self, now: float) -> WarmPoolPlan | None:
+        """Replace the warm-pool plan from the models' forecasts and replica counts (in the tick's
+        thread, after the models' ticks: the forecasters are not read while they learn)."""
+        with self._models_lock:
+            models = list(self._models.values())
+        forecasts = [m.prewarmer.demand_forecast(m.spec.model, now) for m in models if m.prewarmer is not None]
+        replicas = {m.spec.model: m.scale.replicas for m in models if m.scale is not None}
+        publisher = WarmPlanPublisher(self.config.warm_pool, self.core, self.config.warm_pool_namespace)
+        try:
+            return publisher.publish([f for f in forecasts if f is not None], replicas, now)
+        except Exception as exc:  # noqa: BLE001 - reported; the plan in force stays
+            self._error("warm-pool plan", exc)
+            return None
 
     def _reset_models(self) -> None:
         self._epoch_seen = self._epoch

@@ -94,3 +94,28 @@ def test_each_tick_feeds_the_forecaster_and_the_policy_decides_with_its_floor(co
     assert obs.floor is not None and obs.floor.replicas >= _replicas_for(rate, 0.8)
     assert decision.explain.need[Signal.FLOOR] == obs.floor.replicas
     assert decision.desired >= obs.floor.replicas
+
+
+def test_the_controller_forecasts_with_the_members_its_install_has(monkeypatch):
+    import importlib.util
+
+    from forecasting.ensemble import DEFAULT_MEMBERS, MEMBER_LIBRARIES
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("statsforecast", "lightgbm") else real(name, *a))
+    members = make_prewarmer(H100_LLAMA3_8B, "p90", 0, 10, 0.8).forecaster.config.members
+    assert members and not set(members) & set(MEMBER_LIBRARIES)
+    assert set(members) == set(DEFAULT_MEMBERS) - set(MEMBER_LIBRARIES)
+
+
+@pytest.mark.parametrize("content, named", [("nodes: []\n", "nodes"), (None, "No such file")])
+def test_a_bad_warm_pool_config_stops_the_controller_with_exit_3_naming_it(tmp_path, capsys, content, named):
+    from autoscaler.controller.__main__ import main
+
+    path = tmp_path / "fleet.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["--warm-pool-config", str(path), "--kubeconfig", str(tmp_path / "none")]) == 3
+    err = capsys.readouterr().err
+    assert "--warm-pool-config" in err and str(path) in err and named in err and "Traceback" not in err

@@ -57,3 +57,16 @@ def test_example_engine_prefers_nodes_labelled_for_its_model():
     keys = {e["key"]: e["values"] for term in preferred for e in term["preference"]["matchExpressions"]}
     assert keys == {label_key(model): ["true"]}
     assert "requiredDuringSchedulingIgnoredDuringExecution" not in template["spec"]["affinity"]["nodeAffinity"]
+
+
+def test_the_controller_may_get_and_update_the_plan_configmap_and_nothing_else_there():
+    objects = render(MANIFESTS / "warm-pool")
+    (role,) = by_kind(objects, "Role")
+    plan_cm = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"] == "warmscale-warm-plan")
+    assert role["metadata"]["namespace"] == plan_cm["metadata"]["namespace"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": [plan_cm["metadata"]["name"]], "verbs": ["get", "update"]}]
+    (binding,) = by_kind(objects, "RoleBinding")
+    controller_sa = next(o for o in render(MANIFESTS) if o["kind"] == "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": controller_sa["metadata"]["name"],
+                                    "namespace": controller_sa["metadata"]["namespace"]}]
