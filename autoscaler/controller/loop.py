@@ -34,7 +34,7 @@ from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
 from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from autoscaler.controller.forecast import make_planner, make_prewarmer, with_forecast
+from forecasting.live import make_planner, make_prewarmer, with_forecast
 from autoscaler.controller.warmplan import WARM_POOL_NAMESPACE, WarmPlanPublisher
 from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info

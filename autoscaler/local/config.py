@@ -13,6 +13,7 @@
         max_replicas: 4
         capacity: {profile: h100-llama-3.1-8b}     # or the ReplicaCapacity fields themselves
         policy: {name: warmscale, settings: {target_utilization: 0.8}}
+        forecasting: {enabled: true, quantile: p90}  # pre-warm one cold start ahead (forecasting/live.py)
         args: [--max-num-seqs, "256"]              # more engine arguments
         env: {VLLM_LOGGING_LEVEL: INFO}
     warm_pool:                                     # optional: this machine's warm pool (s3:// models)
@@ -90,6 +91,13 @@ class PolicySettings(_Strict):
     settings: dict = Field(default_factory=dict)
 
 
+class ForecastingSettings(_Strict):
+    """Forecast the model's demand one cold start ahead and hold the pre-warm planner's floor."""
+
+    enabled: bool = False
+    quantile: Literal["p50", "p90"] = "p90"
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1, description="a local directory or s3://bucket/prefix")
@@ -102,6 +110,7 @@ class ModelConfig(_Strict):
     max_replicas: int = Field(1, ge=1)
     capacity: CapacityConfig
     policy: PolicySettings = PolicySettings()
+    forecasting: ForecastingSettings = ForecastingSettings()
     start_timeout_s: float = Field(600.0, gt=0)
     drain_timeout_s: float = Field(300.0, ge=0)
     stop_grace_s: float = Field(30.0, ge=0)

@@ -36,6 +36,8 @@ from autoscaler.metrics.scrape import EngineSample, Scraper
 from autoscaler.router.app import Router, build_app
 from autoscaler.router.endpoints import Endpoint
 from autoscaler.router.server import ThreadedServer, bind_socket
+from forecasting.live import make_prewarmer, with_forecast
+from forecasting.prewarm import ForecastPrewarmer
 
 __all__ = ["LocalRunner", "ModelView", "NAMESPACE"]
 
@@ -68,6 +70,7 @@ class _Model:
         self.ready: tuple[Endpoint, ...] = ()
         self.next_decision_at = 0.0
         self.poked_at = float("-inf")   # the last out-of-schedule decision the router's poke asked for
+        self.prewarmer: ForecastPrewarmer | None = None   # when cfg.forecasting.enabled
         self.observation: Observation | None = None
         self.decision: Decision | None = None
         self.history: deque[ModelView] = deque(maxlen=100_000)
@@ -169,6 +172,10 @@ class LocalRunner:
         supervisor.restarts = self.state.restarts(m.name)
         model = _Model(m, supervisor, policy, ObservationBuilder(m.name, rate_window_s=policy_rate_window_s(policy)),
                        Scraper(timeout_s=1.0, model=m.name))
+        if m.forecasting.enabled:
+            utilization = getattr(getattr(policy, "config", None), "target_utilization", 0.8)
+            model.prewarmer = make_prewarmer(m.capacity.to_capacity(), m.forecasting.quantile, m.min_replicas,
+                                             m.max_replicas, utilization)
         self._adopt(model)
         return model
 
@@ -295,6 +302,8 @@ class LocalRunner:
             # no engine holds a queue: the router's held requests are the model's queue (what a policy
             # that reads only the engines' queue sees), counted there once, not again as held requests
             obs = dataclasses.replace(obs, waiting_requests=(obs.waiting_requests or 0.0) + held, held_requests=0.0)
+        if m.prewarmer is not None:
+            obs = with_forecast(m.prewarmer, obs)
         m.observation = obs
         return obs
 

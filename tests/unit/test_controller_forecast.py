@@ -8,7 +8,7 @@ import kubernetes
 import pytest
 
 from autoscaler.contract import Observation, Signal
-from autoscaler.controller.forecast import WINDOW_S, make_prewarmer, with_forecast
+from forecasting.live import WINDOW_S, make_prewarmer, with_forecast
 from autoscaler.controller.loop import Controller, ControllerConfig
 from autoscaler.metrics.observe import Reading
 from autoscaler.metrics.resolver import MappingResolver

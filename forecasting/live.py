@@ -1,4 +1,5 @@
-"""Demand forecasting for a ModelAutoscaler with `spec.forecasting.enabled`.
+"""Live demand forecasting for the controller (`spec.forecasting.enabled`) and local mode (a model's
+`forecasting.enabled`).
 
 Each tick the model's observed rates go to its `ForecastPrewarmer` (forecasting/prewarm.py), which
 averages them into 10-minute windows (a day is the forecaster's 144-window period) and, as each
@@ -6,11 +7,11 @@ window closes, forecasts the demand one cold start ahead. The policy then sees t
 (`Observation.floor`: at least that many replicas until it expires) and, once a backtest chose the
 forecast's members, the forecast itself (`Observation.forecast`).
 
-Members whose library is not installed are left out (the controller's image has the base install:
-no statsforecast, no LightGBM). The demand is the router's arrival rate where there is one, else
-vLLM's finished-request rate. The history lives in the controller's memory: it starts empty (the
-forecaster falls back to the last window with a band until it has days of history to backtest on)
-and a new leader starts again.
+Members whose library is not installed are left out (the controller's image and `pip install
+warmscale` have the base install: no statsforecast, no LightGBM). The demand is the router's
+arrival rate where there is one, else vLLM's finished-request rate. The history lives in memory: it starts empty (the forecaster falls
+back to the last window with a band until it has days of history to backtest on), and a new leader
+or a restarted local mode starts it again.
 """
 from __future__ import annotations
 
