@@ -85,19 +85,24 @@ def test_the_emulator_exposes_the_same_series_names_as_the_real_engine(vllm_engi
 
 def test_direct_scrape_of_the_engine_shows_the_queue_and_the_rates_move(vllm_engine):
     pod = PodRef("tiny-0", "llm", "10.244.0.3")       # a pod whose IP must not be dialled
-    sensor = DirectSensor(vllm_engine.model, MappingResolver({pod.name: vllm_engine.metrics_url}), rate_window_s=30)
+    # the engine's burst can stall this 2-core machine for seconds: a scrape may take longer than 1 s
+    sensor = DirectSensor(vllm_engine.model, MappingResolver({pod.name: vllm_engine.metrics_url}), rate_window_s=30,
+                          timeout_s=10.0)
     try:
         idle = sensor.observe(time.time(), [pod], loading_replicas=0).observation
         assert idle.waiting_requests == 0 and idle.running_requests == 0
         peak_waiting = peak_running = 0.0
+        problems = []
         with _Load(vllm_engine, n=32, prompt_len=256, max_tokens=256) as load:
             while load.thread.is_alive():
-                o = sensor.observe(time.time(), [pod], 0).observation
+                reading = sensor.observe(time.time(), [pod], 0)
+                o = reading.observation
+                problems += reading.reasons
                 peak_waiting = max(peak_waiting, o.waiting_requests or 0)
                 peak_running = max(peak_running, o.running_requests or 0)
                 time.sleep(0.1)
         assert all(r.error is None for r in load.results)
-        assert peak_waiting > 0, "32 requests on 4 sequence slots: some must wait"
+        assert peak_waiting > 0, f"32 requests on 4 sequence slots: some must wait (scrape problems: {problems[-3:]})"
         # the engine has 4 sequence slots; how many a 0.1 s sample catches filled depends on the machine's load
         assert 0 < peak_running <= 4
         after = sensor.observe(time.time(), [pod], 0)
@@ -118,8 +123,8 @@ def test_prometheus_sensor_follows_the_engine_under_load(prometheus, vllm_engine
     sensor = PrometheusSensor(prometheus.url, rate_window="15s")
     try:
         peak_waiting = 0.0
-        # longer than the direct test's burst: Prometheus scrapes once a second
-        with _Load(vllm_engine, n=32, prompt_len=256, max_tokens=128) as load:
+        # a queue for many scrapes (Prometheus scrapes once a second; the machine can stall for seconds)
+        with _Load(vllm_engine, n=64, prompt_len=256, max_tokens=256) as load:
             while load.thread.is_alive():
                 r = sensor.observe(vllm_engine.model, time.time(), 1, 0)
                 peak_waiting = max(peak_waiting, r.observation.waiting_requests or 0)
