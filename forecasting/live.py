@@ -42,8 +42,8 @@ def make_prewarmer(capacity, quantile: str, min_replicas: int, max_replicas: int
     """A prewarmer for one model, forecasting one cold start (the capacity's) ahead."""
     planner = make_planner(capacity, quantile, min_replicas, max_replicas, target_utilization, window_s)
     forecaster = EnsembleForecaster(EnsembleConfig(members=installed_members()))
-    return ForecastPrewarmer(planner, forecaster, window_s=window_s,
-                             cold_start_s=capacity.cold_start_s)
+    return ForecastPrewarmer(planner, forecaster, window_s=window_s, cold_start_s=capacity.cold_start_s,
+                             stagger_refits=True)
 
 
 def with_forecast(prewarmer: ForecastPrewarmer, obs: Observation) -> Observation:

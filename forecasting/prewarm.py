@@ -22,6 +22,7 @@ planner sizes at the target utilisation, is still given.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -65,6 +66,7 @@ class ForecastPrewarmer:
         trim_every_windows: int = 36,
         share_forecast: bool = True,
         share_fallback_forecast: bool = False,
+        stagger_refits: bool = False,
     ) -> None:
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
@@ -87,6 +89,9 @@ class ForecastPrewarmer:
         self.trim_every_windows = trim_every_windows
         self.share_forecast = share_forecast
         self.share_fallback_forecast = share_fallback_forecast
+        # Windows close on the same clock for every model, so without this every model refits on the
+        # same window: a controller of many models would do all its refits in one tick.
+        self.stagger_refits = stagger_refits
         self._models: dict[str, _ModelState] = {}
 
     def cold_start_s(self, model: str) -> float:
@@ -129,16 +134,21 @@ class ForecastPrewarmer:
         state.open_window = next_window
         state.open_sums = np.zeros(3)
         state.open_count = 0
-        self._refresh(state, gap + 1)
+        self._refresh(model, state, gap + 1)
 
-    def _refresh(self, state: _ModelState, new_windows: int) -> None:
+    def _refresh(self, model: str, state: _ModelState, new_windows: int) -> None:
         y = np.asarray(state.rates, dtype=float)
         state.windows_since_fit += new_windows
         if state.fitted is None or state.windows_since_fit >= self.refit_every_windows:
+            first = state.fitted is None
             state.fitted = self.forecaster.fit(y, fleet=self._fleet_view(state))
-            state.windows_since_fit = 0
+            state.windows_since_fit = -self._refit_offset(model) if first else 0
         state.quantiles = state.fitted.paths(y, np.array([len(y) - 1]))[0]
         state.method = state.fitted.method
+
+    def _refit_offset(self, model: str) -> int:
+        """Windows by which `model`'s refits are shifted (0 unless `stagger_refits`): spread by its name."""
+        return zlib.crc32(model.encode()) % self.refit_every_windows if self.stagger_refits else 0
 
     def _fleet_view(self, state: _ModelState) -> np.ndarray:
         """Every model's request rates on `state`'s windows (NaN where a model has none): what global members learn from."""

@@ -119,3 +119,21 @@ def test_a_bad_warm_pool_config_stops_the_controller_with_exit_3_naming_it(tmp_p
     assert main(["--warm-pool-config", str(path), "--kubeconfig", str(tmp_path / "none")]) == 3
     err = capsys.readouterr().err
     assert "--warm-pool-config" in err and str(path) in err and named in err and "Traceback" not in err
+
+
+def test_models_refit_on_different_windows_so_no_tick_carries_every_refit():
+    prewarmer = make_prewarmer(H100_LLAMA3_8B, "p90", 0, 10, 0.8, window_s=60.0)
+    fits = []
+    fit = prewarmer.forecaster.fit
+    prewarmer.forecaster.fit = lambda y, **kw: fits.append(len(y)) or fit(y, **kw)
+    models = [f"model-{i}" for i in range(60)]
+    per_window = []
+    for w in range(1, 40):                       # every model closes the same windows, on one clock
+        before = len(fits)
+        for m in models:
+            prewarmer.observe(m, T0 + 60 * w, 1.0, 100.0, 10.0)
+        per_window.append(len(fits) - before)
+    steady = per_window[10:]                      # after every model's first fit
+    every = prewarmer.refit_every_windows
+    assert sum(steady) == pytest.approx(len(models) * len(steady) / every, rel=0.2)
+    assert max(steady) <= 2 * len(models) / every  # spread, not all 60 on one window
