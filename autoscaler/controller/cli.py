@@ -14,9 +14,9 @@ EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_API = 0, 2, 3, 4
 
 _EPILOG = """exit codes:
   0  stopped cleanly (SIGTERM / SIGINT)
-  2  bad command line
-  3  bad configuration: kubeconfig unreadable, not in a cluster, bad URL or template, a --warm-pool-config
-     that cannot be read or fails validation (the message names the file and the field)
+  2  bad command line: a value out of range, a Prometheus URL or metrics URL template that cannot work
+  3  bad configuration: kubeconfig unreadable, not in a cluster, a port that cannot be served, a
+     --warm-pool-config that cannot be read or fails validation (the message names the file and the field)
   4  the API server refused or could not be reached at start (the message says which)
 """
 

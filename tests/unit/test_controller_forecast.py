@@ -109,18 +109,6 @@ def test_the_controller_forecasts_with_the_members_its_install_has(monkeypatch):
     assert set(members) == set(DEFAULT_MEMBERS) - set(MEMBER_LIBRARIES)
 
 
-@pytest.mark.parametrize("content, named", [("nodes: []\n", "nodes"), (None, "No such file")])
-def test_a_bad_warm_pool_config_stops_the_controller_with_exit_3_naming_it(tmp_path, capsys, content, named):
-    from autoscaler.controller.__main__ import main
-
-    path = tmp_path / "fleet.yaml"
-    if content is not None:
-        path.write_text(content)
-    assert main(["--warm-pool-config", str(path), "--kubeconfig", str(tmp_path / "none")]) == 3
-    err = capsys.readouterr().err
-    assert "--warm-pool-config" in err and str(path) in err and named in err and "Traceback" not in err
-
-
 def test_models_refit_on_different_windows_so_no_tick_carries_every_refit():
     prewarmer = make_prewarmer(H100_LLAMA3_8B, "p90", 0, 10, 0.8, window_s=60.0)
     fits = []
