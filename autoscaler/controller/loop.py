@@ -34,8 +34,6 @@ from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
 from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from forecasting.live import make_planner, make_prewarmer, with_forecast
-from autoscaler.controller.warmplan import WARM_POOL_NAMESPACE, WarmPlanPublisher
 from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
 from autoscaler.controller.reflector import Reflector
@@ -43,14 +41,16 @@ from autoscaler.controller.spec import ModelAutoscalerSpec, policy_kwargs, repli
 from autoscaler.controller.status import (Condition, decision_record, decode_policy_state, encode_policy_state,
                                           merge_conditions, push_recent, rfc3339, scaling_limited)
 from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
+from autoscaler.controller.warmplan import WARM_POOL_NAMESPACE, WarmPlanPublisher
 from autoscaler.metrics.direct import DirectSensor
 from autoscaler.metrics.observe import Reading, policy_rate_window_s
 from autoscaler.metrics.resolver import PodIPResolver, PodResolver, TemplateResolver
-from forecasting.prewarm import ForecastPrewarmer
-from forecasting.warmpool import WarmPoolConfig, WarmPoolPlan
 from autoscaler.metrics.scrape import Scraper, ScrapeResult
 from autoscaler.policy.overrides import apply_overrides
 from autoscaler.policy.registry import make_policy
+from forecasting.live import make_planner, make_prewarmer, with_forecast
+from forecasting.prewarm import ForecastPrewarmer
+from forecasting.warmpool import WarmPoolConfig, WarmPoolPlan
 
 __all__ = ["ControllerConfig", "Controller"]
 
