@@ -27,17 +27,19 @@ __all__ = ["WINDOW_S", "make_planner", "make_prewarmer", "with_forecast"]
 WINDOW_S = 600.0
 
 
-def make_planner(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float,
+def make_planner(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float | None,
                  window_s: float = WINDOW_S) -> PrewarmPlanner:
     """Replicas are sized from the forecast token rates (vLLM's counters always give them); the
     request-rate bound uses the replica's rate for the smallest request (one prompt token, one
-    generated), so that it binds only where no token rates are known. A floor lasts two windows."""
+    generated), so that it binds only where no token rates are known. A floor lasts two windows.
+    `target_utilization` None: the planner's default."""
+    utilization = {} if target_utilization is None else {"target_utilisation": target_utilization}
     return PrewarmPlanner(PlannerConfig.from_capacity(
-        capacity, 1.0, 1.0, target_utilisation=target_utilization, quantile=quantile,
-        min_replicas=min_replicas, max_replicas=max_replicas, hold_s=2 * window_s))
+        capacity, 1.0, 1.0, quantile=quantile, min_replicas=min_replicas, max_replicas=max_replicas,
+        hold_s=2 * window_s, **utilization))
 
 
-def make_prewarmer(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float,
+def make_prewarmer(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float | None,
                    window_s: float = WINDOW_S) -> ForecastPrewarmer:
     """A prewarmer for one model, forecasting one cold start (the capacity's) ahead."""
     planner = make_planner(capacity, quantile, min_replicas, max_replicas, target_utilization, window_s)

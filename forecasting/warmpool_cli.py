@@ -48,6 +48,8 @@ EXIT_CODES = ("exit codes: 0 the plan was made (models left out are listed with 
               "missing or unreadable, a value that fails validation (the message names the field and the value); "
               "3 (local --stage) a planned checkpoint failed to stage; 1 an unexpected error")
 PLAN_KEY = "plan.json"
+PLAN_CONFIGMAP = "warmscale-warm-plan"        # the ConfigMap the warm-pool DaemonSet mounts
+WARM_POOL_NAMESPACE = "warmscale-warm-pool"   # where manifests/warm-pool/ installs it
 
 
 class InputError(ValueError):
@@ -65,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--configmap", metavar="NAME", help="print the ConfigMap NAME carrying the plan (YAML)")
-    p.add_argument("--namespace", default="warmscale-warm-pool", help="the ConfigMap's namespace")
+    p.add_argument("--namespace", default=WARM_POOL_NAMESPACE, help="the ConfigMap's namespace")
     p.set_defaults(handler=run)
 
     local = actions.add_parser("local", help="plan (and stage) this machine's warm pool for `warmscale local`",

@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from forecasting.warmpool_cli import PLAN_CONFIGMAP, WARM_POOL_NAMESPACE
+
 __all__ = ["register", "run"]
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG, EXIT_API = 0, 2, 3, 4
@@ -46,8 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--warm-pool-config", type=Path,
                    help="publish the warm-pool plan for this fleet (YAML: nodes and models, as `warmscale warm-pool "
                         "plan --config`) from the models' forecasts, every --warm-pool-every seconds")
-    p.add_argument("--warm-pool-namespace", default="warmscale-warm-pool",
-                   help="namespace of the warmscale-warm-plan ConfigMap (default warmscale-warm-pool)")
+    p.add_argument("--warm-pool-namespace", default=WARM_POOL_NAMESPACE,
+                   help=f"namespace of the {PLAN_CONFIGMAP} ConfigMap (default {WARM_POOL_NAMESPACE})")
     p.add_argument("--warm-pool-every", type=float, default=600.0, help="seconds between plans (default 600)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=run)

@@ -17,12 +17,9 @@ import kubernetes
 
 from autoscaler.contract import DemandForecast
 from forecasting.warmpool import WarmPoolConfig, WarmPoolPlan
-from forecasting.warmpool_cli import PLAN_KEY, make_plan
+from forecasting.warmpool_cli import PLAN_CONFIGMAP, PLAN_KEY, WARM_POOL_NAMESPACE, make_plan
 
 __all__ = ["PLAN_CONFIGMAP", "WARM_POOL_NAMESPACE", "WarmPlanPublisher"]
-
-WARM_POOL_NAMESPACE = "warmscale-warm-pool"
-PLAN_CONFIGMAP = "warmscale-warm-plan"
 
 
 class PlanNotInstalled(RuntimeError):

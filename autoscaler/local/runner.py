@@ -173,7 +173,7 @@ class LocalRunner:
         model = _Model(m, supervisor, policy, ObservationBuilder(m.name, rate_window_s=policy_rate_window_s(policy)),
                        Scraper(timeout_s=1.0, model=m.name))
         if m.forecasting.enabled:
-            utilization = getattr(getattr(policy, "config", None), "target_utilization", 0.8)
+            utilization = getattr(getattr(policy, "config", None), "target_utilization", None)   # peers have none
             model.prewarmer = make_prewarmer(m.capacity.to_capacity(), m.forecasting.quantile, m.min_replicas,
                                              m.max_replicas, utilization)
         self._adopt(model)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import kubernetes
 import pytest
 
 from autoscaler.contract import Observation, Signal
-from forecasting.live import WINDOW_S, make_prewarmer, with_forecast
-from autoscaler.controller.loop import Controller, ControllerConfig
 from autoscaler.metrics.observe import Reading
-from autoscaler.metrics.resolver import MappingResolver
 from autoscaler.policy.capacity import H100_LLAMA3_8B
+from forecasting.live import WINDOW_S, make_prewarmer, with_forecast
 from tests.unit.test_controller_loop import _fake_api, _object, _pods, _spec
 
 T0 = 1_000_000.0
@@ -48,15 +45,6 @@ def test_an_observation_without_rates_is_not_recorded():
     empty = dataclasses.replace(_busy(T0, 20.0), request_rate=None)
     for k in range(30):
         assert with_forecast(prewarmer, dataclasses.replace(empty, time=T0 + 5 * k)).floor is None
-
-
-@pytest.fixture()
-def controller():
-    ctl = Controller(ControllerConfig(namespace="ns", interval_s=5.0, identity="unit"), kubernetes.client.ApiClient(),
-                     resolver=MappingResolver({}))
-    yield ctl
-    ctl._scraper.close()
-    ctl._pool.shutdown()
 
 
 def _forecasting_spec(**extra) -> dict:

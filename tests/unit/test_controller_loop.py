@@ -21,15 +21,6 @@ def _object(spec: dict, name: str = "engine") -> dict:
     return {"metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}", "generation": 1}, "spec": spec}
 
 
-@pytest.fixture()
-def controller():
-    ctl = Controller(ControllerConfig(namespace="ns", interval_s=5.0, identity="unit"), kubernetes.client.ApiClient(),
-                     resolver=MappingResolver({}))
-    yield ctl
-    ctl._scraper.close()
-    ctl._pool.shutdown()
-
-
 @pytest.mark.parametrize("parameters, window", [({}, 60.0), ({"rateWindowSeconds": 5}, 5.0)])
 def test_direct_sensor_rates_over_the_window_the_policy_is_configured_for(controller, parameters, window):
     model = controller._model(_object(_spec(policy={"parameters": parameters})))
