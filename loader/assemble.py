@@ -119,8 +119,10 @@ class DeviceAssembler:
         self._dest: dict[int, torch.Tensor] = {}
         self._remaining = [spec.nbytes for _, spec in plan.tensors]
         self._pending: deque[tuple[object, list[Slot], list[int]]] = deque()
-        self._lease_waits: dict[int, tuple[int, Slot]] = {}  # direct: range seq -> (unfinished tensors, lease)
-        self._leases_on_tensor: dict[int, list[int]] = {}  # direct: tensor -> range seqs whose lease waits on it
+        # Host targets: range seq -> (tensors not yet handed over, its lease); tensor -> range seqs waiting on it
+        self._lease_waits: dict[int, tuple[int, Slot]] = {}
+        self._leases_on_tensor: dict[int, list[int]] = {}
+        self._let_go: set[int] = set()  # tensors handed over or set aside: their bytes no longer count
 
     def _destination(self, index: int) -> torch.Tensor:
         dest = self._dest.get(index)
@@ -164,8 +166,7 @@ class DeviceAssembler:
                 if self._remaining[piece.tensor] == 0:
                     done.append(piece.tensor)
             if release:
-                self._hold_lease_until_complete(job.seq, pieces, slot)
-                self._release_leases_of(done)
+                self._hold_lease_until_let_go(job.seq, pieces, slot)
             return done
         if self._cuda:
             assert self._stream is not None
@@ -186,7 +187,8 @@ class DeviceAssembler:
             self._pending.append((event, [slot] if release else [], done))
             return []
         base = slot.tensor.data_ptr()
-        for piece in self._plan.pieces[job.seq]:
+        pieces = self._plan.pieces[job.seq]
+        for piece in pieces:
             # A plain memmove: torch's parallel copy_ into freshly mapped pages contends on page
             # faults across its threads and ran 4-8x slower here.
             ctypes.memmove(
@@ -196,32 +198,43 @@ class DeviceAssembler:
             if self._remaining[piece.tensor] == 0:
                 done.append(piece.tensor)
         if release:
-            self._ring.release(slot)
+            self._hold_lease_until_let_go(job.seq, pieces, slot)
         return done
 
-    def _hold_lease_until_complete(self, seq: int, pieces: tuple[Piece, ...], slot: Slot) -> None:
+    def _hold_lease_until_let_go(self, seq: int, pieces: tuple[Piece, ...], slot: Slot) -> None:
         # A range's bytes stay resident until every tensor they belong to is handed over, so its
-        # read-ahead lease is held until then: the leases then bound everything the loader holds,
-        # partly assembled tensors included.
-        unfinished = {piece.tensor for piece in pieces if self._remaining[piece.tensor] > 0}
-        self._lease_waits[seq] = (len(unfinished), slot)
-        for tensor in unfinished:
-            self._leases_on_tensor.setdefault(tensor, []).append(seq)
-        if not unfinished:
-            self._release_lease(seq)
+        # read-ahead lease (direct reads) or a credit on the ring (host copies: the slot itself is
+        # free again) is held until then: the budget then bounds everything the loader holds,
+        # partly assembled and completed tensors not yet handed over included.
+        held = {piece.tensor for piece in pieces if piece.tensor not in self._let_go}
+        if self._direct is None:
+            self._ring.release(slot, owe=bool(held))
+        elif not held:
+            self._direct.release(slot)
+        if held:
+            self._lease_waits[seq] = (len(held), slot)
+            for tensor in held:
+                self._leases_on_tensor.setdefault(tensor, []).append(seq)
 
-    def _release_leases_of(self, finished: list[int]) -> None:
-        for tensor in finished:
-            for seq in self._leases_on_tensor.pop(tensor, ()):
-                count, slot = self._lease_waits[seq]
-                self._lease_waits[seq] = (count - 1, slot)
-                if count == 1:
-                    self._release_lease(seq)
+    def set_aside(self, index: int) -> None:
+        """Tensor ``index`` is complete but kept back (its shard awaits verification): its bytes stop counting
+        against the budget, so that the rest of the shard can be read."""
+        self._let_go_of(index)
+
+    def _let_go_of(self, index: int) -> None:
+        self._let_go.add(index)
+        for seq in self._leases_on_tensor.pop(index, ()):
+            count, slot = self._lease_waits[seq]
+            self._lease_waits[seq] = (count - 1, slot)
+            if count == 1:
+                self._release_lease(seq)
 
     def _release_lease(self, seq: int) -> None:
         _, slot = self._lease_waits.pop(seq)
-        assert self._direct is not None
-        self._direct.release(slot)
+        if self._direct is not None:
+            self._direct.release(slot)
+        else:
+            self._ring.repay()
 
     def drain(self, *, wait: bool) -> list[int]:
         """Release slots whose copies have finished; ``wait``: block for the oldest one."""
@@ -240,12 +253,18 @@ class DeviceAssembler:
         return done
 
     @property
+    def assembling_bytes(self) -> int:
+        """Bytes copied into tensors that are not complete yet (ring path)."""
+        return sum(self._plan.tensors[i][1].nbytes - self._remaining[i] for i in list(self._dest))
+
+    @property
     def has_pending(self) -> bool:
         """Copies still in flight."""
         return bool(self._pending)
 
     def finish(self, index: int) -> tuple[str, torch.Tensor]:
-        """The completed tensor ``index``, viewed with its dtype and shape."""
+        """The completed tensor ``index``, viewed with its dtype and shape; its bytes are the consumer's now."""
+        self._let_go_of(index)
         return self._finish(index)
 
     def abort(self) -> None:

@@ -38,8 +38,9 @@ class LoaderConfig(BaseModel):
     )
     memory_limit_bytes: int = Field(
         256 * MiB, ge=128 * 1024,
-        description="host staging ring (pinned when the target is CUDA); for direct host reads, the bytes read "
-        "ahead of the consumer, partly assembled tensors included (raised to fit the largest tensor)",
+        description="host staging ring (pinned when the target is CUDA; on a CPU target the ring and the tensors "
+        "being assembled share it); for direct host reads, the bytes read ahead of the consumer, partly assembled "
+        "tensors included (both raised to fit the largest tensor)",
     )
     direct_host_reads: bool = Field(
         True, description="CPU targets: read straight into the tensors' memory instead of through the ring"

@@ -140,6 +140,12 @@ class HostBuffer:
             if self._seams[index] != offset:
                 self._seams.insert(index, offset)
 
+    def discard(self, begin: int, end: int) -> None:
+        """Give the whole pages inside ``[begin, end)`` back to the OS; they read as zeros after."""
+        first, last = -(-begin // PAGE) * PAGE, end // PAGE * PAGE
+        if last > first:
+            _release(self._map, first, last - first)
+
     def bytes_tensor(self) -> torch.Tensor:
         """The whole buffer as one uint8 tensor (no page release)."""
         import torch

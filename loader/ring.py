@@ -40,11 +40,26 @@ class SlotRing:
     """Free-list of ``count`` slots of ``slot_bytes`` each, in one allocation.
 
     ``tensors=False``: bytes only (staging to files), so torch is not even imported.
+
+    ``assembly_credits`` (CPU targets): the tensors being assembled are host memory too, so the ring
+    and they share one budget of that many ranges. A range copied into a tensor that is not yet
+    complete keeps a credit (``release(slot, owe=True)``) until ``repay``; a slot is taken only while
+    slots in use plus credits owed stay under the budget, and free slots give their pages back to the
+    OS as long as slots holding pages plus credits owed would exceed it. Without it (CUDA targets: the
+    tensors are device memory) the slots are the whole budget and are never given back.
     """
 
-    def __init__(self, count: int, slot_bytes: int, *, pinned: bool, tensors: bool = True) -> None:
+    def __init__(self, count: int, slot_bytes: int, *, pinned: bool, tensors: bool = True,
+                 assembly_credits: int | None = None) -> None:
         self.slot_bytes = slot_bytes
-        if tensors:
+        self._host: HostBuffer | None = None
+        if assembly_credits is not None:
+            from loader.hostmem import HostBuffer
+
+            self._host = HostBuffer(count * slot_bytes)
+            self._buffer = self._host.bytes_tensor()
+            whole = self._host.view
+        elif tensors:
             import torch
 
             self._buffer = torch.empty(count * slot_bytes, dtype=torch.uint8, pin_memory=pinned)
@@ -53,11 +68,14 @@ class SlotRing:
             self._buffer = None
             whole = memoryview(bytearray(count * slot_bytes))
         self._slots = [
-            Slot(i, self._buffer[i * slot_bytes:(i + 1) * slot_bytes] if tensors else None,
+            Slot(i, self._buffer[i * slot_bytes:(i + 1) * slot_bytes] if self._buffer is not None else None,
                  whole[i * slot_bytes:(i + 1) * slot_bytes])
             for i in range(count)
         ]
-        self._free = list(reversed(self._slots))
+        self._free = list(reversed(self._slots))  # slots that may hold pages, the last one taken first
+        self._cold: list[Slot] = []  # free slots whose pages went back to the OS
+        self._credits = max(count, assembly_credits or 0)
+        self._owed = 0
         self._cond = threading.Condition()
         self._closed = False
 
@@ -66,15 +84,31 @@ class SlotRing:
         """Number of slots."""
         return len(self._slots)
 
+    @property
+    def owed(self) -> int:
+        """Ranges held in tensors being assembled (``assembly_credits``)."""
+        return self._owed
+
+    @property
+    def resident_slots(self) -> int:
+        """Slots that may hold pages: in use, or free and not given back."""
+        return len(self._slots) - len(self._cold)
+
+    def _in_use(self) -> int:
+        return len(self._slots) - len(self._free) - len(self._cold)
+
+    def _may_take(self, reserve: int) -> bool:
+        return len(self._free) + len(self._cold) > reserve and self._in_use() + self._owed < self._credits - reserve
+
     def acquire(self, *, block: bool = True, reserve: int = 0) -> Slot | None:
         """Take a free slot, leaving ``reserve`` free ones to callers that reserve none (hedges); None when
         closed, or when ``block`` is False and none is free for this caller."""
         with self._cond:
-            while len(self._free) <= reserve and block and not self._closed:
+            while not self._may_take(reserve) and block and not self._closed:
                 self._cond.wait()
-            if self._closed or len(self._free) <= reserve:
+            if self._closed or not self._may_take(reserve):
                 return None
-            return self._free.pop()
+            return self._free.pop() if self._free else self._cold.pop()
 
     def view(self, slot: Slot, job: RangeLike) -> memoryview:
         """Where ``job``'s bytes land: the start of the slot."""
@@ -87,11 +121,26 @@ class SlotRing:
     def commit_hedge(self, job: RangeLike, data: memoryview, *, loser_stopped: bool = True) -> None:
         """Nothing to do: the winning hedge's slot is handed on as it is (the loser writes only into its own)."""
 
-    def release(self, slot: Slot) -> None:
-        """Give a slot back."""
+    def release(self, slot: Slot, *, owe: bool = False) -> None:
+        """Give a slot back; ``owe``: its bytes went into a tensor still being assembled (``repay`` when it is)."""
         with self._cond:
             self._free.append(slot)
+            self._owed += owe
+            self._give_back_pages()
             self._cond.notify()
+
+    def repay(self) -> None:
+        """A credit taken by ``release(owe=True)`` is free again: the tensor it went into was handed over."""
+        with self._cond:
+            self._owed -= 1
+            self._cond.notify_all()
+
+    def _give_back_pages(self) -> None:
+        while self._host is not None and self._free and self.resident_slots + self._owed > self._credits:
+            slot = self._free.pop(0)  # the longest free
+            begin = slot.index * self.slot_bytes
+            self._host.discard(begin, begin + self.slot_bytes)
+            self._cold.append(slot)
 
     def close(self) -> None:
         """Wake every waiter; later acquires return None."""

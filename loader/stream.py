@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from loader.assemble import DeviceAssembler, plan_load
+from loader.assemble import DeviceAssembler, LoadPlan, plan_load
 from loader.cache import open_checkpoint
 from loader.checkpoint import Checkpoint, resolve_checkpoint
 from loader.config import LoaderConfig
@@ -164,12 +164,12 @@ def _stream(
         }
         if config.recycle_pages:
             recycler = PageRecycler([buf for buf, _ in buffers.values()], config.recycle_window_bytes)
-        # Beyond the hedges' reserve, the workers need leases for every range of the largest tensor and one more.
-        hedge_reserve = config.max_hedges if config.hedge else 0
-        ring = DirectTargets(
-            buffers, leases=max(config.read_ahead_ranges, plan.most_ranges_per_tensor() + 1 + hedge_reserve))
-    else:
-        ring = SlotRing(config.slots, config.effective_range_bytes, pinned=dev.type == "cuda")
+        ring = DirectTargets(buffers, leases=max(config.read_ahead_ranges, _ranges_to_finish_any_tensor(plan, config)))
+    elif dev.type == "cuda":
+        ring = SlotRing(config.slots, config.effective_range_bytes, pinned=True)
+    else:  # the tensors being assembled are host memory too: they share the ring's budget
+        ring = SlotRing(config.slots, config.effective_range_bytes, pinned=False,
+                        assembly_credits=max(config.slots, _ranges_to_finish_any_tensor(plan, config)))
     assembler = DeviceAssembler(checkpoint, plan, ring, dev)
     fetcher = RangeFetcher(checkpoint.source, list(plan.jobs), ring, config)
     report.fetch = fetcher.stats
@@ -181,6 +181,7 @@ def _stream(
         for index in indices:
             shard_no = plan.tensors[index][0]
             if shard_no in digests and not digests[shard_no].verified:
+                assembler.set_aside(index)
                 held[shard_no].append(index)
                 continue
             name, tensor = assembler.finish(index)
@@ -231,6 +232,11 @@ def _stream(
         if recycler is not None:
             recycler.close()
             report.recycled_bytes = recycler.moved_bytes
+
+
+def _ranges_to_finish_any_tensor(plan: LoadPlan, config: LoaderConfig) -> int:
+    """Beyond the hedges' reserve, the workers need leases for every range of the largest tensor and one more."""
+    return plan.most_ranges_per_tensor() + 1 + (config.max_hedges if config.hedge else 0)
 
 
 def load_checkpoint(
