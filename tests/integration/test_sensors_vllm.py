@@ -103,7 +103,7 @@ def test_direct_scrape_of_the_engine_shows_the_queue_and_the_rates_move(vllm_eng
                 peak_waiting = max(peak_waiting, o.waiting_requests or 0)
                 peak_running = max(peak_running, o.running_requests or 0)
                 time.sleep(0.1)
-        assert all(r.error is None for r in load.results)
+        assert all(r.error is None for r in load.results), [r.error for r in load.results if r.error][:3]
         took = max(r.sent_at + r.latency_s for r in load.results) - min(r.sent_at for r in load.results)
         assert peak_waiting > 0, (f"64 requests on 4 sequence slots: some must wait ({samples} samples over a "
                                   f"{took:.1f} s burst, peak running {peak_running}, scrape problems: {problems[-3:]})")
@@ -132,8 +132,8 @@ def test_prometheus_sensor_follows_the_engine_under_load(prometheus, vllm_engine
                 r = sensor.observe(vllm_engine.model, time.time(), 1, 0)
                 peak_waiting = max(peak_waiting, r.observation.waiting_requests or 0)
                 time.sleep(0.5)
-        assert all(res.error is None for res in load.results)
-        took = max(res.sent_at + res.latency_s for res in load.results)
+        assert all(res.error is None for res in load.results), [res.error for res in load.results if res.error][:3]
+        took = max(res.sent_at + res.latency_s for res in load.results) - min(res.sent_at for res in load.results)
         assert peak_waiting > 0, f"no queue seen through Prometheus during a {took:.1f} s burst"
         time.sleep(1.5)                                 # the last scrape after the burst
         r = sensor.observe(vllm_engine.model, time.time(), 1, 0)
