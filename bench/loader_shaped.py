@@ -292,6 +292,11 @@ def ratios_and_targets(scenarios: dict[str, dict]) -> tuple[dict, dict]:
     return ratios, targets
 
 
+def _ceiling_scenarios_run(r: dict) -> list[str]:
+    run = r.get("scenarios_run", SCENARIOS)
+    return [s for s in r.get("ceiling_in", SCENARIOS) if s in run]
+
+
 def render_md(r: dict) -> str:
     shape = r["shape"]
     lines = [
@@ -306,7 +311,7 @@ def render_md(r: dict) -> str:
         f"{r['runai_sweep_clean']} -> best {r['runai_best_concurrency']}",
         "",
         f"This run: scenarios {', '.join(r.get('scenarios_run', SCENARIOS))}; contenders "
-        f"{', '.join(r.get('contenders_run', CONTENDERS))} (the curl ceiling in {', '.join(r.get('ceiling_in', SCENARIOS))})"
+        f"{', '.join(r.get('contenders_run', CONTENDERS))} (the curl ceiling in {', '.join(_ceiling_scenarios_run(r))})"
         + (f"; warmscale settings {r['warmscale_config']}" if r.get("warmscale_config") else "") + ".",
         "",
         "| scenario | contender | median GB/s | min | max | median s | vs clean ceiling |",
