@@ -7,7 +7,8 @@ connection stalls the whole load), work is handed out range by range, and a rang
 longer than its peers is re-issued into a spare slot ("hedged").
 
 When to hedge: a range is slow once it has run ``hedge_factor`` times longer than a range of its
-size is expected to take, and never before ``hedge_min_s``. The expected time is the median time of
+size is expected to take, or once the rate its body has come at so far says it will (a slow
+connection: its first byte comes on time, then a trickle), and never before ``hedge_min_s``. The expected time is the median time of
 the recently completed ranges of the same size when there are ``MIN_SAMPLES`` of them, else its size
 over the median per-range rate (bytes per second) of the recently completed ranges; a shard's short
 last range is not held to a full range's time, nor a full range to a short one's. A request still
@@ -108,6 +109,15 @@ class _InFlight:
         """Called at every chunk boundary of the primary's read; the first one is its first byte."""
         if self.first_byte is None:
             self.first_byte = time.monotonic()
+
+
+def _projected_s(state: _InFlight, now: float) -> float:
+    """How long the primary read of ``state`` will have taken at the rate its body has come so far (0 before
+    any body byte)."""
+    received = state.primary.received
+    if state.first_byte is None or received <= 0:
+        return 0.0
+    return state.first_byte - state.started + state.job.length * (now - state.first_byte) / received
 
 
 class RangeFetcher:
@@ -332,8 +342,9 @@ class RangeFetcher:
                 thresholds[length] = self.hedge_after_s(length)
             limit = thresholds[length]
             waited = now - s.started
-            if (limit is not None and waited > limit) or (
-                    no_first_byte is not None and s.first_byte is None and waited > no_first_byte):
+            late = limit is not None and (waited > limit or (waited > self._config.hedge_min_s
+                                                             and _projected_s(s, now) > limit))
+            if late or (no_first_byte is not None and s.first_byte is None and waited > no_first_byte):
                 slow.append(s)
         return sorted(slow, key=lambda s: s.started)
 

@@ -29,12 +29,13 @@ _current = threading.local()
 class ReadHandle:
     """One read that another thread may abort. ``aborted`` stays true once set."""
 
-    __slots__ = ("_lock", "_sock", "aborted")
+    __slots__ = ("_lock", "_sock", "aborted", "received")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self.aborted = False
+        self.received = 0  # body bytes of the current attempt so far, as its source reports them at chunk boundaries
 
     def attach(self, sock: socket.socket | None) -> None:
         """The socket this read now waits on (shut down at once if the read was already aborted)."""

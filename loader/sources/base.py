@@ -15,7 +15,7 @@ from loader.errors import (
     SourceError,
     TransientSourceError,
 )
-from loader.sources.abort import detach_current
+from loader.sources.abort import current_handle, detach_current
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +95,11 @@ def _read_into(object_name: str, response: object, buf: memoryview, cancelled: C
     reader = raw if isinstance(raw, http.client.HTTPResponse) else response
     received = 0
     total = len(buf)
+    handle = current_handle()
     try:
         while received < total:
+            if handle is not None:
+                handle.received = received
             if cancelled is not None and cancelled():
                 raise ReadCancelled
             n = reader.readinto(buf[received:received + CHUNK_BYTES])  # type: ignore[attr-defined]

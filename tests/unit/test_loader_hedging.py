@@ -217,17 +217,19 @@ def test_the_expected_time_is_the_median_of_ranges_of_its_size_else_scaled_by_th
 
 
 class _RateSource:
-    """Serves ``data`` at ``rate`` bytes/s per read; ranges at ``stall`` offsets wait ``stall_s`` first (once),
-    after their first byte, or before it with ``before_first_byte`` (as a request parked on a stalled
-    connection: no chunk boundary, so no ``cancelled`` call, until the stall ends or the read is aborted).
-    Records when each read of an offset started."""
+    """Serves ``data`` at ``rate`` bytes/s per read, reporting the bytes received at each chunk boundary as
+    the HTTP sources do; ranges at ``stall`` offsets wait ``stall_s`` first (once), after their first byte, or
+    before it with ``before_first_byte`` (as a request parked on a stalled connection: no chunk boundary, so
+    no ``cancelled`` call, until the stall ends or the read is aborted); ranges at ``slow`` offsets come at
+    a tenth of the rate (once: a slow connection). Records when each read of an offset started."""
 
     root = "rate://"
 
     def __init__(self, data: bytes, rate: float, stall: set[int] = frozenset(), stall_s: float = 0.0,
-                 before_first_byte: bool = False) -> None:
+                 before_first_byte: bool = False, slow: set[int] = frozenset()) -> None:
         self.data, self.rate, self.stall, self.stall_s = data, rate, set(stall), stall_s
         self.before_first_byte = before_first_byte
+        self.slow = set(slow)
         self.starts: dict[int, list[float]] = {}
         self._lock = threading.Lock()
 
@@ -239,16 +241,21 @@ class _RateSource:
             self.starts.setdefault(offset, []).append(time.monotonic())
             stalled = offset in self.stall
             self.stall.discard(offset)
+            rate = self.rate / 10 if offset in self.slow else self.rate
+            self.slow.discard(offset)
+        handle = current_handle()
         if stalled and self.before_first_byte:
-            handle = current_handle()
             deadline = time.monotonic() + self.stall_s
             while time.monotonic() < deadline:
                 if handle is not None and handle.aborted:
                     raise ReadCancelled
                 time.sleep(0.002)
             stalled = False
-        deadline = time.monotonic() + len(buf) / self.rate + (self.stall_s if stalled else 0.0)
-        while time.monotonic() < deadline:
+        begun = time.monotonic() + (self.stall_s if stalled else 0.0)
+        deadline = begun + len(buf) / rate
+        while (now := time.monotonic()) < deadline:
+            if handle is not None:
+                handle.received = max(0, int((now - begun) * rate))
             if cancelled is not None and cancelled():
                 raise ReadCancelled
             time.sleep(0.002)
@@ -541,3 +548,16 @@ def test_an_s3_read_that_loses_is_aborted_through_botocores_connection(shard: Pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_range_on_a_slow_connection_is_hedged_once_its_rate_says_it_will_be_late() -> None:
+    # Ranges take 200 ms; one comes at a tenth of the rate from its first byte on (2 s). Its rate gives it
+    # away after the floor (100 ms), well before 3 x 200 ms.
+    size = 4 * SMALL
+    jobs = [RangeJob(i, 0, "m", i * size, size, None) for i in range(10)]
+    slow = jobs[6]
+    source = _RateSource(bytes(range(256)) * (10 * size // 256), RATE, slow={slow.offset})
+    fetcher = _fetch_all(source, jobs, LoaderConfig(concurrency=2, hedge_factor=3.0, hedge_min_s=0.1))
+    assert fetcher.stats.hedges == 1 and fetcher.stats.hedge_wins == 1
+    primary, hedge = source.starts[slow.offset]
+    assert 0.1 <= hedge - primary <= 0.45  # well before 3 x 200 ms
