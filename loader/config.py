@@ -73,6 +73,13 @@ class LoaderConfig(BaseModel):
         description="a range is slow after this many times the median time of completed ranges of its size",
     )
     hedge_min_s: float = Field(0.5, ge=0, description="never hedge a range younger than this (the floor)")
+    # A slow connection delivers its first byte on time and then a trickle: at a tenth of the rate, 0.1 s of
+    # body tells it apart (bench/loader_shaped.py), and each 0.1 s it is left holds up the ranges behind it.
+    slow_body_after_s: float = Field(
+        0.1, ge=0,
+        description="a read whose body has come this long at a rate that would make it late is hedged then, "
+        "before the floor",
+    )
     max_hedges: int = Field(4, ge=1, le=64, description="hedged requests in flight at once")
     verify_sha256: bool = Field(False, description="check SHA-256 digests from sidecars or the index")
     endpoint_url: str | None = Field(None, description="S3 endpoint override")

@@ -7,8 +7,9 @@ connection stalls the whole load), work is handed out range by range, and a rang
 longer than its peers is re-issued into a spare slot ("hedged").
 
 When to hedge: a range is slow once it has run ``hedge_factor`` times longer than a range of its
-size is expected to take, or once the rate its body has come at so far says it will (a slow
-connection: its first byte comes on time, then a trickle), and never before ``hedge_min_s``. The expected time is the median time of
+size is expected to take, and never before ``hedge_min_s``; or once its body has come for
+``slow_body_after_s`` at a rate that says it will run that long (a slow connection: its first byte
+comes on time, then a trickle; every moment it is left holds up the ranges behind it). The expected time is the median time of
 the recently completed ranges of the same size when there are ``MIN_SAMPLES`` of them, else its size
 over the median per-range rate (bytes per second) of the recently completed ranges; a shard's short
 last range is not held to a full range's time, nor a full range to a short one's. A request still
@@ -342,11 +343,15 @@ class RangeFetcher:
                 thresholds[length] = self.hedge_after_s(length)
             limit = thresholds[length]
             waited = now - s.started
-            late = limit is not None and (waited > limit or (waited > self._config.hedge_min_s
-                                                             and _projected_s(s, now) > limit))
+            late = limit is not None and (waited > limit or self._trickling(s, now, limit))
             if late or (no_first_byte is not None and s.first_byte is None and waited > no_first_byte):
                 slow.append(s)
         return sorted(slow, key=lambda s: s.started)
+
+    def _trickling(self, state: _InFlight, now: float, limit: float) -> bool:
+        """The primary's body has come for ``slow_body_after_s`` at a rate that makes it take over ``limit``."""
+        body_s = now - state.first_byte if state.first_byte is not None else 0.0
+        return body_s >= self._config.slow_body_after_s and _projected_s(state, now) > limit
 
     def _monitor(self) -> None:
         """Hedge ranges that run far longer than ranges of their size take, or wait far longer for a first byte."""

@@ -551,13 +551,22 @@ def test_an_s3_read_that_loses_is_aborted_through_botocores_connection(shard: Pa
 
 
 def test_a_range_on_a_slow_connection_is_hedged_once_its_rate_says_it_will_be_late() -> None:
-    # Ranges take 200 ms; one comes at a tenth of the rate from its first byte on (2 s). Its rate gives it
-    # away after the floor (100 ms), well before 3 x 200 ms.
+    # Ranges take 200 ms; one comes at a tenth of the rate from its first byte on (2 s). 50 ms of its body
+    # give it away: it is hedged then, before the 300 ms floor and well before 3 x 200 ms.
     size = 4 * SMALL
     jobs = [RangeJob(i, 0, "m", i * size, size, None) for i in range(10)]
     slow = jobs[6]
     source = _RateSource(bytes(range(256)) * (10 * size // 256), RATE, slow={slow.offset})
-    fetcher = _fetch_all(source, jobs, LoaderConfig(concurrency=2, hedge_factor=3.0, hedge_min_s=0.1))
+    config = LoaderConfig(concurrency=2, hedge_factor=3.0, hedge_min_s=0.3, slow_body_after_s=0.05)
+    fetcher = _fetch_all(source, jobs, config)
     assert fetcher.stats.hedges == 1 and fetcher.stats.hedge_wins == 1
     primary, hedge = source.starts[slow.offset]
-    assert 0.1 <= hedge - primary <= 0.45  # well before 3 x 200 ms
+    assert 0.05 <= hedge - primary < 0.3  # before the floor
+
+
+def test_ranges_at_the_common_rate_are_not_hedged_for_their_rate() -> None:
+    size = 4 * SMALL
+    jobs = [RangeJob(i, 0, "m", i * size, size, None) for i in range(12)]
+    source = _RateSource(bytes(range(256)) * (12 * size // 256), RATE)
+    config = LoaderConfig(concurrency=3, hedge_factor=3.0, hedge_min_s=0.3, slow_body_after_s=0.05)
+    assert _fetch_all(source, jobs, config).stats.hedges == 0
