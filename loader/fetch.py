@@ -101,6 +101,7 @@ class _InFlight:
     lock: threading.Lock = field(default_factory=threading.Lock)
     winner: bool = False
     hedged: bool = False
+    hedge_started: float | None = None
     primary: ReadHandle = field(default_factory=ReadHandle)
     hedge: ReadHandle | None = None
     primary_stopped: threading.Event = field(default_factory=threading.Event)
@@ -215,7 +216,8 @@ class RangeFetcher:
         try:
             try:
                 with reading(handle):
-                    self._fetch(job, buf, cancelled=lambda: state.winner or self._stop.is_set(),
+                    # a hedge the monitor retires (aborted while no copy has won) stops, like a loser
+                    self._fetch(job, buf, cancelled=lambda: state.winner or self._stop.is_set() or handle.aborted,
                                 progress=None if hedge else state.read_started)
             finally:
                 if not hedge:
@@ -348,6 +350,20 @@ class RangeFetcher:
                 slow.append(s)
         return sorted(slow, key=lambda s: s.started)
 
+    def _retire_late_hedges(self, now: float) -> None:
+        """Abort the hedges that are late themselves (on a slow or stalled connection too), so that their ranges
+        are hedged again on another connection. Call with ``self._lock`` held."""
+        for s in self._inflight.values():
+            if not s.hedged or s.hedge is None or s.hedge_started is None:
+                continue
+            limit = self.hedge_after_s(s.job.length)
+            hedge_s, received = now - s.hedge_started, s.hedge.received
+            trickling = hedge_s >= self._config.slow_body_after_s and received > 0 and (
+                s.job.length * hedge_s / received > (limit or 0.0))
+            if limit is not None and (hedge_s > limit or trickling):
+                s.hedge.abort()
+                s.hedged, s.hedge, s.hedge_started = False, None, None
+
     def _trickling(self, state: _InFlight, now: float, limit: float) -> bool:
         """The primary's body has come for ``slow_body_after_s`` at a rate that makes it take over ``limit``."""
         body_s = now - state.first_byte if state.first_byte is not None else 0.0
@@ -360,7 +376,10 @@ class RangeFetcher:
                 # Only this thread starts hedges, so no more than ``room`` can be running by the time
                 # the ones chosen here have started.
                 room = self._config.max_hedges - self._hedges_running
-                if len(self._completed_ranges) < MIN_SAMPLES or room <= 0:
+                if len(self._completed_ranges) < MIN_SAMPLES:
+                    continue
+                self._retire_late_hedges(time.monotonic())
+                if room <= 0:
                     continue
                 slow = self._slow_ranges(time.monotonic())[:room]
             for state in slow:
@@ -370,6 +389,7 @@ class RangeFetcher:
                 with self._lock:
                     state.hedged = True
                     state.hedge = ReadHandle()
+                    state.hedge_started = time.monotonic()
                     self._hedges_running += 1
                     self.stats.hedges += 1
                 log.debug("hedging %s bytes %d+%d", state.job.name, state.job.offset, state.job.length)

@@ -30,7 +30,9 @@ class ReadCancelled(Exception):
     """The caller asked a read to stop (a hedged twin already delivered the range)."""
 
 
-CHUNK_BYTES = 1024 * 1024
+# A read fills a whole chunk before it returns, so this is how often a read reports its progress and can be
+# cancelled: 128 KiB is 0.1 s on a connection at a tenth of 15 MB/s, and a few microseconds of Python at speed.
+CHUNK_BYTES = 128 * 1024
 Cancelled = Callable[[], bool]
 
 

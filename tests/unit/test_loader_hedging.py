@@ -220,16 +220,17 @@ class _RateSource:
     """Serves ``data`` at ``rate`` bytes/s per read, reporting the bytes received at each chunk boundary as
     the HTTP sources do; ranges at ``stall`` offsets wait ``stall_s`` first (once), after their first byte, or
     before it with ``before_first_byte`` (as a request parked on a stalled connection: no chunk boundary, so
-    no ``cancelled`` call, until the stall ends or the read is aborted); ranges at ``slow`` offsets come at
-    a tenth of the rate (once: a slow connection). Records when each read of an offset started."""
+    no ``cancelled`` call, until the stall ends or the read is aborted); the first ``slow_reads`` reads of
+    ranges at ``slow`` offsets come at a tenth of the rate (slow connections). Records when each read of an
+    offset started."""
 
     root = "rate://"
 
     def __init__(self, data: bytes, rate: float, stall: set[int] = frozenset(), stall_s: float = 0.0,
-                 before_first_byte: bool = False, slow: set[int] = frozenset()) -> None:
+                 before_first_byte: bool = False, slow: set[int] = frozenset(), slow_reads: int = 1) -> None:
         self.data, self.rate, self.stall, self.stall_s = data, rate, set(stall), stall_s
         self.before_first_byte = before_first_byte
-        self.slow = set(slow)
+        self.slow_left = {offset: slow_reads for offset in slow}
         self.starts: dict[int, list[float]] = {}
         self._lock = threading.Lock()
 
@@ -241,8 +242,9 @@ class _RateSource:
             self.starts.setdefault(offset, []).append(time.monotonic())
             stalled = offset in self.stall
             self.stall.discard(offset)
-            rate = self.rate / 10 if offset in self.slow else self.rate
-            self.slow.discard(offset)
+            rate = self.rate / 10 if self.slow_left.get(offset, 0) > 0 else self.rate
+            if offset in self.slow_left:
+                self.slow_left[offset] -= 1
         handle = current_handle()
         if stalled and self.before_first_byte:
             deadline = time.monotonic() + self.stall_s
@@ -570,3 +572,19 @@ def test_ranges_at_the_common_rate_are_not_hedged_for_their_rate() -> None:
     source = _RateSource(bytes(range(256)) * (12 * size // 256), RATE)
     config = LoaderConfig(concurrency=3, hedge_factor=3.0, hedge_min_s=0.3, slow_body_after_s=0.05)
     assert _fetch_all(source, jobs, config).stats.hedges == 0
+
+
+def test_a_hedge_on_a_slow_connection_too_is_replaced_by_another() -> None:
+    # The range's first two reads are slow (2 s each): the first hedge trickles as well, is retired, and a
+    # second hedge on another connection delivers the range long before either slow copy could.
+    size = 4 * SMALL
+    jobs = [RangeJob(i, 0, "m", i * size, size, None) for i in range(10)]
+    slow = jobs[6]
+    source = _RateSource(bytes(range(256)) * (10 * size // 256), RATE, slow={slow.offset}, slow_reads=2)
+    config = LoaderConfig(concurrency=2, hedge_factor=3.0, hedge_min_s=0.3, slow_body_after_s=0.05)
+    started = time.monotonic()
+    fetcher = _fetch_all(source, jobs, config)
+    assert time.monotonic() - started < 1.8  # the slow copies alone would take 2 s
+    assert fetcher.stats.hedges == 2 and fetcher.stats.hedge_wins == 1
+    primary, first_hedge, second_hedge = source.starts[slow.offset]
+    assert second_hedge - first_hedge < 0.3  # retired after its own trickle, not after the primary's time
