@@ -121,3 +121,39 @@ def test_a_winning_hedge_closes_the_stalled_connection_at_once(s3_server, shaped
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("warmscale-fetch", "warmscale-hedge"))]
     assert report.fetch.losers_aborted >= report.fetch.hedge_wins
     assert report.fetch.losers_still_running == 0
+
+
+def test_a_read_through_s3_reports_its_progress_as_its_body_comes(s3_server, shaped, ckpt_on_s3,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the hedging monitor reads to tell a slow connection: the bytes a read has received so far, reported
+    at every 128 KiB chunk through botocore's own connection."""
+    import threading
+
+    from loader.sources.abort import ReadHandle
+    from loader.sources.base import CHUNK_BYTES
+    from loader.sources.s3 import S3Source
+
+    toxi, endpoint = shaped
+    toxi.shape("s3", Shape(RATE_KB_S, latency_ms=5))
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    location, directory = ckpt_on_s3
+    name = sorted(p.name for p in directory.glob("*.safetensors"))[0]
+    source, handle, buf = S3Source(location, endpoint_url=endpoint), ReadHandle(), memoryview(bytearray(1 << 20))
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: _read_with(handle, source, name, buf))
+    reader.start()
+    while reader.is_alive():  # 1 MiB at 4 MB/s: about a quarter of a second
+        seen.append(handle.received)
+        time.sleep(0.01)
+    reader.join()
+    assert bytes(buf) == (directory / name).read_bytes()[:1 << 20]
+    progress = sorted(set(seen))
+    assert len(progress) >= 3 and progress[-1] >= len(buf) - CHUNK_BYTES, progress  # it moved, chunk by chunk
+
+
+def _read_with(handle, source, name: str, buf: memoryview) -> None:  # noqa: ANN001 - loader types
+    from loader.sources.abort import reading
+
+    with reading(handle):
+        source.read_into(name, 0, buf, None)
