@@ -9,9 +9,9 @@ forecast's members, the forecast itself (`Observation.forecast`).
 
 Members whose library is not installed are left out (the controller's image and `pip install
 warmscale` have the base install: no statsforecast, no LightGBM). The demand is the router's
-arrival rate where there is one, else vLLM's finished-request rate. The history lives in memory: it starts empty (the forecaster falls
-back to the last window with a band until it has days of history to backtest on), and a new leader
-or a restarted local mode starts it again.
+arrival rate where there is one, else vLLM's finished-request rate. The history lives in memory:
+it starts empty (the forecaster falls back to the last window with a band until it has days of
+history to backtest on), and a new leader or a restarted local mode starts it again.
 """
 from __future__ import annotations
 

@@ -113,13 +113,12 @@ class _InFlight:
             self.first_byte = time.monotonic()
 
 
-def _projected_s(state: _InFlight, now: float) -> float:
-    """How long the primary read of ``state`` will have taken at the rate its body has come so far (0 before
-    any body byte)."""
-    received = state.primary.received
-    if state.first_byte is None or received <= 0:
+def _projected_s(length: int, started: float, body_from: float, received: int, now: float) -> float:
+    """How long a read of ``length`` bytes started at ``started`` will have taken at the rate its body has come
+    since ``body_from`` (0 before any body byte)."""
+    if received <= 0:
         return 0.0
-    return state.first_byte - state.started + state.job.length * (now - state.first_byte) / received
+    return body_from - started + length * (now - body_from) / received
 
 
 class RangeFetcher:
@@ -345,7 +344,8 @@ class RangeFetcher:
                 thresholds[length] = self.hedge_after_s(length)
             limit = thresholds[length]
             waited = now - s.started
-            late = limit is not None and (waited > limit or self._trickling(s, now, limit))
+            late = limit is not None and (waited > limit or self._trickling(
+                s.job.length, s.started, s.first_byte, s.primary.received, now, limit))
             if late or (no_first_byte is not None and s.first_byte is None and waited > no_first_byte):
                 slow.append(s)
         return sorted(slow, key=lambda s: s.started)
@@ -357,17 +357,17 @@ class RangeFetcher:
             if not s.hedged or s.hedge is None or s.hedge_started is None:
                 continue
             limit = self.hedge_after_s(s.job.length)
-            hedge_s, received = now - s.hedge_started, s.hedge.received
-            trickling = hedge_s >= self._config.slow_body_after_s and received > 0 and (
-                s.job.length * hedge_s / received > (limit or 0.0))
-            if limit is not None and (hedge_s > limit or trickling):
+            # a hedge's first byte is not tracked: its body is taken to start with it
+            if limit is not None and (now - s.hedge_started > limit or self._trickling(
+                    s.job.length, s.hedge_started, s.hedge_started, s.hedge.received, now, limit)):
                 s.hedge.abort()
                 s.hedged, s.hedge, s.hedge_started = False, None, None
 
-    def _trickling(self, state: _InFlight, now: float, limit: float) -> bool:
-        """The primary's body has come for ``slow_body_after_s`` at a rate that makes it take over ``limit``."""
-        body_s = now - state.first_byte if state.first_byte is not None else 0.0
-        return body_s >= self._config.slow_body_after_s and _projected_s(state, now) > limit
+    def _trickling(self, length: int, started: float, body_from: float | None, received: int, now: float,
+                   limit: float) -> bool:
+        """A read's body has come for ``slow_body_after_s`` at a rate that makes it take over ``limit``."""
+        return (body_from is not None and now - body_from >= self._config.slow_body_after_s
+                and _projected_s(length, started, body_from, received, now) > limit)
 
     def _monitor(self) -> None:
         """Hedge ranges that run far longer than ranges of their size take, or wait far longer for a first byte."""

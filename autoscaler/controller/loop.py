@@ -349,11 +349,12 @@ class Controller:
         model = self._models.get(key)
         if model and model.uid == meta["uid"] and model.generation == meta.get("generation", 0):
             return model
+        edited = model if model is not None and model.uid == meta["uid"] else None   # the same object, spec changed
         spec = ModelAutoscalerSpec.model_validate(obj.get("spec") or {})
         policy = make_policy("warmscale", replica_capacity(spec), **policy_kwargs(spec, self.config.interval_s))
         try:
-            if model is not None and model.uid == meta["uid"] and hasattr(model.policy, "snapshot"):
-                state = model.policy.snapshot()          # a spec edit keeps what the policy has learnt
+            if edited is not None and hasattr(edited.policy, "snapshot"):
+                state = edited.policy.snapshot()          # a spec edit keeps what the policy has learnt
             else:
                 state = decode_policy_state((obj.get("status") or {}).get("policyState"))
             if state and hasattr(policy, "restore"):
@@ -364,10 +365,10 @@ class Controller:
         new = _Model(uid=meta["uid"], generation=meta.get("generation", 0), spec=spec, policy=policy,
                      target=ScaleRef(ref.api_version, ref.kind, ref.name, key[0]))
         if spec.forecasting.enabled:
-            new.prewarmer = self._prewarmer(spec, policy, model if model is not None and model.uid == meta["uid"] else None)
-        if model is not None and model.uid == meta["uid"]:
-            new.scale, new.scale_read_at, new.recent = model.scale, model.scale_read_at, model.recent
-            new.conditions, new.last_scale_time = model.conditions, model.last_scale_time
+            new.prewarmer = self._prewarmer(spec, policy, edited)
+        if edited is not None:
+            new.scale, new.scale_read_at, new.recent = edited.scale, edited.scale_read_at, edited.recent
+            new.conditions, new.last_scale_time = edited.conditions, edited.last_scale_time
         else:
             status = obj.get("status") or {}
             new.recent = list(status.get("recentDecisions") or [])
