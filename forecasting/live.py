@@ -9,9 +9,15 @@ forecast's members, the forecast itself (`Observation.forecast`).
 
 Members whose library is not installed are left out (the controller's image and `pip install
 warmscale` have the base install: no statsforecast, no LightGBM). The demand is the router's
-arrival rate where there is one, else vLLM's finished-request rate. The history lives in memory:
-it starts empty (the forecaster falls back to the last window with a band until it has days of
-history to backtest on), and a new leader or a restarted local mode starts it again.
+arrival rate where there is one, else vLLM's finished-request rate.
+
+The controller passes `run_refresh` (a single-thread executor's `submit`): a window close's fit and
+forecast then run off its ticks, which at 1,000 models would otherwise carry every model's close in
+one tick (bench/forecast_tick.py). It also keeps each forecaster's windows in the ModelAutoscaler's
+status (`forecastHistory`, written when a window has closed since the last write), so a new leader
+or a restarted controller forecasts on with the days of history it needs to backtest members,
+instead of the last window with a band. Local mode keeps the history in memory: a restart starts it
+again.
 """
 from __future__ import annotations
 
@@ -40,12 +46,13 @@ def make_planner(capacity, quantile: str, min_replicas: int, max_replicas: int, 
 
 
 def make_prewarmer(capacity, quantile: str, min_replicas: int, max_replicas: int, target_utilization: float | None,
-                   window_s: float = WINDOW_S) -> ForecastPrewarmer:
-    """A prewarmer for one model, forecasting one cold start (the capacity's) ahead."""
+                   window_s: float = WINDOW_S, run_refresh=None) -> ForecastPrewarmer:
+    """A prewarmer for one model, forecasting one cold start (the capacity's) ahead; `run_refresh`
+    as in ForecastPrewarmer (None: fits run in the observing call)."""
     planner = make_planner(capacity, quantile, min_replicas, max_replicas, target_utilization, window_s)
     forecaster = EnsembleForecaster(EnsembleConfig(members=installed_members()))
     return ForecastPrewarmer(planner, forecaster, window_s=window_s, cold_start_s=capacity.cold_start_s,
-                             stagger_refits=True)
+                             stagger_refits=True, run_refresh=run_refresh)
 
 
 def with_forecast(prewarmer: ForecastPrewarmer, obs: Observation) -> Observation:

@@ -21,9 +21,11 @@ planner sizes at the target utilisation, is still given.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,19 @@ import numpy as np
 from forecasting.ensemble import EnsembleConfig, EnsembleForecaster, FittedEnsemble
 from forecasting.planner import PrewarmPlanner
 from forecasting.types import DemandForecast, ReplicaFloor
+
+log = logging.getLogger("warmscale.forecast")
+
+_SERIES = ("rates", "prompt", "generation")
+
+
+@dataclass(frozen=True)
+class _Published:
+    """One window close's forecast, replaced whole so a reader never sees half of one."""
+
+    origin_window: int       # the newest window the forecast starts from
+    quantiles: np.ndarray    # (horizon, 2): P50 and P90 per window ahead
+    method: str
 
 
 @dataclass
@@ -42,16 +57,19 @@ class _ModelState:
     open_window: int | None = None
     open_sums: np.ndarray = field(default_factory=lambda: np.zeros(3))
     open_count: int = 0
-    fitted: FittedEnsemble | None = None
+    fit_requested: bool = False
     windows_since_fit: int = 0
-    quantiles: np.ndarray | None = None  # (horizon, 2) from the last completed window
-    method: str = ""
+    fitted: FittedEnsemble | None = None   # written only by refresh jobs, which run in order
+    published: _Published | None = None
 
 
 class ForecastPrewarmer:
     """Aggregates observed rates per model, forecasts them, and asks the planner for floors.
 
     `cold_start_s` is the measured cold start per model (a mapping) or one number for all.
+    `run_refresh` says where a window close's fit and forecast run: None, in the `observe()` call
+    that closed the window; a single-thread executor's `submit`, off that caller's path (the
+    controller's ticks), in order per model. Until a job lands, the previous forecast stands.
     """
 
     def __init__(
@@ -67,6 +85,7 @@ class ForecastPrewarmer:
         share_forecast: bool = True,
         share_fallback_forecast: bool = False,
         stagger_refits: bool = False,
+        run_refresh: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
@@ -92,6 +111,7 @@ class ForecastPrewarmer:
         # Windows close on the same clock for every model, so without this every model refits on the
         # same window: a controller of many models would do all its refits in one tick.
         self.stagger_refits = stagger_refits
+        self._run_refresh = run_refresh
         self._models: dict[str, _ModelState] = {}
 
     def cold_start_s(self, model: str) -> float:
@@ -118,8 +138,39 @@ class ForecastPrewarmer:
         state.open_sums += sample
         state.open_count += 1
 
+    def history(self, model: str) -> dict | None:
+        """`model`'s completed windows, JSON-safe (a gap is None), for `restore_history`; None when
+        no window has completed."""
+        state = self._models.get(model)
+        if state is None or not state.rates:
+            return None
+        return {"window_s": self.window_s, "first_window": state.first_window,
+                **{name: [None if math.isnan(v) else float(v) for v in getattr(state, name)] for name in _SERIES}}
+
+    def restore_history(self, model: str, saved: Mapping) -> None:
+        """Start `model` from `history()`'s output (a new leader, a restarted controller): the next
+        window close fits on it, as if the windows had been observed here. Windows between the saved
+        ones and the next sample become gaps. ValueError names what is wrong, and nothing changes."""
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"expected an object, got {type(saved).__name__}")
+        if saved.get("window_s") != self.window_s:
+            raise ValueError(f"window_s is {saved.get('window_s')!r}; this forecaster's windows are {self.window_s:g} s")
+        first = saved.get("first_window")
+        if isinstance(first, bool) or not isinstance(first, int):
+            raise ValueError(f"first_window: expected an integer, got {first!r:.40}")
+        series = {name: _rates(saved.get(name), name) for name in _SERIES}
+        lengths = {len(v) for v in series.values()}
+        if len(lengths) != 1 or not lengths.pop():
+            raise ValueError(f"{', '.join(_SERIES)}: expected lists of one length (at least one window), got lengths "
+                             f"{[len(v) for v in series.values()]}")
+        keep = min(len(series["rates"]), self.history_windows)
+        n = len(series["rates"])
+        self._models[model] = _ModelState(first_window=first + n - keep, open_window=first + n,
+                                          **{name: v[n - keep:] for name, v in series.items()})
+
     def _close_window(self, model: str, state: _ModelState, next_window: int) -> None:
-        mean = state.open_sums / max(state.open_count, 1)
+        # a window with no sample (the one after a restored history) is a gap
+        mean = state.open_sums / state.open_count if state.open_count else np.full(3, math.nan)
         state.rates.append(mean[0])
         state.prompt.append(mean[1])
         state.generation.append(mean[2])
@@ -134,17 +185,30 @@ class ForecastPrewarmer:
         state.open_window = next_window
         state.open_sums = np.zeros(3)
         state.open_count = 0
-        self._refresh(model, state, gap + 1)
+        self._request_refresh(model, state, gap + 1)
 
-    def _refresh(self, model: str, state: _ModelState, new_windows: int) -> None:
-        y = np.asarray(state.rates, dtype=float)
+    def _request_refresh(self, model: str, state: _ModelState, new_windows: int) -> None:
+        """Forecast from the newest window, refitting first when one is due; inline or handed to
+        `run_refresh` with copies of what it reads (later windows may close while it runs)."""
         state.windows_since_fit += new_windows
-        if state.fitted is None or state.windows_since_fit >= self.refit_every_windows:
-            first = state.fitted is None
-            state.fitted = self.forecaster.fit(y, fleet=self._fleet_view(state))
-            state.windows_since_fit = -self._refit_offset(model) if first else 0
-        state.quantiles = state.fitted.paths(y, np.array([len(y) - 1]))[0]
-        state.method = state.fitted.method
+        refit = not state.fit_requested or state.windows_since_fit >= self.refit_every_windows
+        if refit:
+            state.windows_since_fit = 0 if state.fit_requested else -self._refit_offset(model)
+            state.fit_requested = True
+        y = np.array(state.rates, dtype=float)
+        fleet = self._fleet_view(state) if refit else None
+        job = functools.partial(self._refresh, state, y, fleet, state.first_window + len(y) - 1)
+        if self._run_refresh is None:
+            job()
+        else:
+            self._run_refresh(functools.partial(_logged, job, model))
+
+    def _refresh(self, state: _ModelState, y: np.ndarray, fleet: np.ndarray | None, origin_window: int) -> None:
+        """Refit on `fleet`'s windows (when given), then publish the forecast from `y`'s newest window."""
+        if fleet is not None:
+            state.fitted = self.forecaster.fit(y, fleet=fleet)
+        quantiles = state.fitted.paths(y, np.array([len(y) - 1]))[0]
+        state.published = _Published(origin_window, quantiles, state.fitted.method)
 
     def _refit_offset(self, model: str) -> int:
         """Windows by which `model`'s refits are shifted (0 unless `stagger_refits`): spread by its name."""
@@ -179,14 +243,15 @@ class ForecastPrewarmer:
     def demand_forecast(self, model: str, now: float) -> DemandForecast | None:
         """The forecast for `model` at `now + cold start`, or None before the first window completes."""
         state = self._models.get(model)
-        if state is None or state.quantiles is None or state.first_window is None:
+        published = None if state is None else state.published
+        if published is None:
             return None
         target_time = now + self.cold_start_s(model)
-        last_window = state.first_window + len(state.rates) - 1
+        last_window = published.origin_window
         target_window = math.floor(target_time / self.window_s)
-        horizon = len(state.quantiles)
+        horizon = len(published.quantiles)
         step = min(max(target_window - last_window, 1), horizon)
-        p50, p90 = (float(v) for v in state.quantiles[step - 1])
+        p50, p90 = (float(v) for v in published.quantiles[step - 1])
         prompt_p90 = generation_p90 = None
         recent = np.asarray(state.rates[-self.token_ratio_windows :])
         observed = ~np.isnan(recent)
@@ -194,7 +259,7 @@ class ForecastPrewarmer:
             requests = recent[observed].sum()
             prompt_p90 = p90 * float(np.asarray(state.prompt[-self.token_ratio_windows :])[observed].sum() / requests)
             generation_p90 = p90 * float(np.asarray(state.generation[-self.token_ratio_windows :])[observed].sum() / requests)
-        method = state.method
+        method = published.method
         if target_window - last_window > horizon:
             method += f" (target beyond horizon: used {horizon} windows ahead)"
         return DemandForecast(model, now, target_time, p50, p90, prompt_p90, generation_p90, method)
@@ -202,3 +267,27 @@ class ForecastPrewarmer:
     def floor(self, model: str, now: float) -> ReplicaFloor | None:
         """The replica floor for `model` at `now`, or None when there is neither a forecast nor an event."""
         return self.planner.floor(model, self.demand_forecast(model, now), now, self.cold_start_s(model))
+
+
+def _logged(job: Callable[[], None], model: str) -> None:
+    """Run a background refresh; a failure is logged (an executor would keep it in a future no one
+    reads) and the model keeps its previous forecast."""
+    try:
+        job()
+    except Exception:  # noqa: BLE001 - one model's failed fit never stops the others'
+        log.exception("forecast refresh for model %r failed; its previous forecast stands", model)
+
+
+def _rates(values, name: str) -> list[float]:
+    """A saved series back to floats (None: a gap); ValueError names the field and the bad entry."""
+    if not isinstance(values, list):
+        raise ValueError(f"{name}: expected a list of rates, got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(math.nan)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name}[{i}]: expected a finite rate >= 0 or null, got {v!r:.40}")
+        else:
+            out.append(float(v))
+    return out

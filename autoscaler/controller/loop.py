@@ -38,8 +38,9 @@ from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
 from autoscaler.controller.reflector import Reflector
 from autoscaler.controller.spec import ModelAutoscalerSpec, policy_kwargs, replica_capacity
-from autoscaler.controller.status import (Condition, decision_record, decode_policy_state, encode_policy_state,
-                                          merge_conditions, push_recent, rfc3339, scaling_limited)
+from autoscaler.controller.status import (Condition, decision_record, decode_forecast_history, decode_policy_state,
+                                          encode_forecast_history, encode_policy_state, merge_conditions, push_recent,
+                                          rfc3339, scaling_limited)
 from autoscaler.controller.telemetry import ControllerMetrics, ProbeServer
 from autoscaler.controller.warmplan import WARM_POOL_NAMESPACE, WarmPlanPublisher
 from autoscaler.metrics.direct import DirectSensor
@@ -98,6 +99,7 @@ class _Model:
     recent: list = field(default_factory=list)
     conditions: list = field(default_factory=list)
     last_scale_time: str | None = None
+    history_saved: int | None = None          # the window after the last forecaster history written to status
 
 
 @dataclass
@@ -150,6 +152,8 @@ class Controller:
                                      config.identity, config.lease_s, config.renew_deadline_s, config.retry_s,
                                      on_error=self._error, on_change=self._leadership_changed)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="model")
+        # window closes' fits and forecasts, off the ticks; one thread keeps each model's in order
+        self._forecasts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forecast")
         # one client and pool for every model's direct scrapes (one per model costs ~1 MB each)
         self._scraper = Scraper(timeout_s=min(1.0, config.interval_s), max_workers=max(16, 2 * config.workers))
         self._scheduler = BackgroundScheduler(timezone="UTC")
@@ -197,6 +201,7 @@ class Controller:
         for reflector in (self.autoscalers, self.pods, self.overrides):
             reflector.stop()
         self._pool.shutdown(wait=True)
+        self._forecasts.shutdown(wait=False, cancel_futures=True)
         self._scraper.close()
         for sensor in self._prom_sensors.values():
             sensor.close()
@@ -365,10 +370,11 @@ class Controller:
         new = _Model(uid=meta["uid"], generation=meta.get("generation", 0), spec=spec, policy=policy,
                      target=ScaleRef(ref.api_version, ref.kind, ref.name, key[0]))
         if spec.forecasting.enabled:
-            new.prewarmer = self._prewarmer(spec, policy, edited)
+            new.prewarmer = self._prewarmer(spec, policy, edited, obj)
         if edited is not None:
             new.scale, new.scale_read_at, new.recent = edited.scale, edited.scale_read_at, edited.recent
             new.conditions, new.last_scale_time = edited.conditions, edited.last_scale_time
+            new.history_saved = edited.history_saved
         else:
             status = obj.get("status") or {}
             new.recent = list(status.get("recentDecisions") or [])
@@ -381,13 +387,21 @@ class Controller:
             self._models[key] = new
         return new
 
-    @staticmethod
-    def _prewarmer(spec: ModelAutoscalerSpec, policy, previous: _Model | None):
-        """The model's prewarmer; a spec edit keeps its history and re-sizes its planner."""
+    def _prewarmer(self, spec: ModelAutoscalerSpec, policy, previous: _Model | None, obj: dict):
+        """The model's prewarmer; a spec edit keeps its history and re-sizes its planner, and a new or
+        restarted controller restores the history its status holds."""
         sizing = (policy.capacity, spec.forecasting.quantile, spec.min_replicas, spec.max_replicas,
                   policy.config.target_utilization)
         if previous is None or previous.prewarmer is None:
-            return make_prewarmer(*sizing)
+            prewarmer = make_prewarmer(*sizing, run_refresh=self._forecasts.submit)
+            try:
+                history = decode_forecast_history((obj.get("status") or {}).get("forecastHistory"))
+                if history is not None:
+                    prewarmer.restore_history(spec.model, history)
+            except ValueError as exc:   # a history that no longer fits: forecast from scratch, say so
+                meta = obj["metadata"]
+                self._error(f"restore forecast history {meta['namespace']}/{meta['name']}", exc)
+            return prewarmer
         previous.prewarmer.planner = make_planner(*sizing)
         return previous.prewarmer
 
@@ -507,10 +521,10 @@ class Controller:
             "conditions": merged, "leader": self.config.identity}
         if model.last_scale_time:
             status["lastScaleTime"] = model.last_scale_time
-        if hasattr(model.policy, "snapshot"):
-            status["policyState"] = encode_policy_state(model.policy.snapshot())
-            status["policyStateTime"] = rfc3339(now)
+        saved, history_window = self._state_to_save(model, now)
+        status.update(saved)
         self._patch_status(obj, status)
+        model.history_saved = history_window
         if model.written is None:   # spread the models' periodic refreshes over the period, not one tick
             now -= _spread(obj["metadata"]["uid"], self.config.state_every_s)
         model.written, model.status_at, model.recent, model.conditions = signature, now, recent, merged
@@ -550,17 +564,34 @@ class Controller:
         self._patch_status(obj, {"conditions": others + merge_conditions(old, [condition], now, generation),
                                  "observedGeneration": generation})
 
+    @staticmethod
+    def _state_to_save(model: _Model, now: float) -> tuple[dict[str, Any], int | None]:
+        """What a new or restarted controller restores, as status fields: the policy's snapshot, and
+        the forecaster's history when a window closed since it was last written (it changes only
+        then, and it is the larger part). Also the window the history written ends before."""
+        fields: dict[str, Any] = {}
+        if hasattr(model.policy, "snapshot"):
+            fields["policyState"] = encode_policy_state(model.policy.snapshot())
+            fields["policyStateTime"] = rfc3339(now)
+        history = model.prewarmer.history(model.spec.model) if model.prewarmer is not None else None
+        if history is None:
+            return fields, model.history_saved
+        ends = history["first_window"] + len(history["rates"])
+        if ends != model.history_saved:
+            fields["forecastHistory"] = encode_forecast_history(history)
+        return fields, ends
+
     def _save_all_states(self) -> None:
-        """Write every policy's snapshot to status (graceful shutdown)."""
+        """Write every policy's snapshot and forecaster's history to status (graceful shutdown)."""
         now = time.time()
         for (ns, name), model in list(self._models.items()):
-            if not hasattr(model.policy, "snapshot"):
-                continue
             obj = self.autoscalers.get(ns, name)
-            if obj is None:
+            saved, history_window = self._state_to_save(model, now)
+            if obj is None or not saved:
                 continue
             try:
-                self._patch_status(obj, {"policyState": encode_policy_state(model.policy.snapshot()), "policyStateTime": rfc3339(now)})
+                self._patch_status(obj, saved)
+                model.history_saved = history_window
             except Exception as exc:  # noqa: BLE001
                 self._error("status", exc)
 

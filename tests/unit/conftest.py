@@ -16,3 +16,4 @@ def controller():
     yield ctl
     ctl._scraper.close()
     ctl._pool.shutdown()
+    ctl._forecasts.shutdown()
