@@ -111,6 +111,9 @@ def _status_schema() -> dict[str, Any]:
             "policyState": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
                             "description": "The policy's serialised state, restored by a new or restarted controller."},
             "policyStateTime": {**string, "format": "date-time"},
+            "forecastHistory": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                "description": "The forecaster's windows of demand (spec.forecasting), restored by a new or "
+                                               "restarted controller."},
             "leader": {**string, "description": "Identity of the controller replica that wrote this status."},
         }}
 

@@ -1,7 +1,9 @@
 """Status of a ModelAutoscaler: conditions and decision records, as the CRD's status schema has them."""
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -83,3 +85,28 @@ def decode_policy_state(stored: Any) -> dict[str, Any] | None:
     if not isinstance(snapshot, dict):
         raise ValueError("status.policyState.data must hold a JSON object")
     return snapshot
+
+
+def encode_forecast_history(history: dict[str, Any]) -> dict[str, str]:
+    """A forecaster's history (ForecastPrewarmer.history) as status.forecastHistory: rates to 6
+    significant digits, as compressed JSON (about 10 KB for the ~1,300 windows a forecaster keeps)."""
+    rounded = {k: [None if v is None else float(f"{v:.6g}") for v in vs] if isinstance(vs, list) else vs
+               for k, vs in history.items()}
+    text = json.dumps(rounded, allow_nan=False, separators=(",", ":"))
+    return {"encoding": "json+zlib+base64", "data": base64.b64encode(zlib.compress(text.encode(), 9)).decode()}
+
+
+def decode_forecast_history(stored: Any) -> dict[str, Any] | None:
+    """status.forecastHistory back to the history; None when there is none. Raises ValueError naming
+    what is wrong when it cannot be read."""
+    if not stored:
+        return None
+    if not isinstance(stored, dict) or stored.get("encoding") != "json+zlib+base64" or not isinstance(stored.get("data"), str):
+        raise ValueError("status.forecastHistory: expected {encoding: json+zlib+base64, data: <text>}")
+    try:
+        history = json.loads(zlib.decompress(base64.b64decode(stored["data"], validate=True)))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"status.forecastHistory.data cannot be read: {exc}") from exc
+    if not isinstance(history, dict):
+        raise ValueError("status.forecastHistory.data must hold a JSON object")
+    return history

@@ -9,7 +9,8 @@ import kubernetes
 import pytest
 
 from autoscaler.actuators.drain import DELETION_COST
-from autoscaler.controller.status import decode_policy_state
+from autoscaler.controller.crd import GROUP, PLURAL, VERSION
+from autoscaler.controller.status import decode_forecast_history, decode_policy_state, encode_forecast_history
 from autoscaler.sim.emulator import FleetEmulator
 from autoscaler.sim.profile import load_profile
 from tests.e2e.conftest import (condition, controller_client, create_ma, engine_deployment, model_autoscaler, read_ma,
@@ -157,6 +158,32 @@ def test_prometheus_down_holds_replicas_and_a_condition_says_why(installed, gpu_
     message = condition(missing, "MetricsAvailable")["message"]
     assert "will not shrink" in message
     assert not [e for e in _events(installed, namespace) if e.reason in ("ScaledDown", "ScaledUp")]
+
+
+def test_a_new_controller_forecasts_on_from_the_history_in_status_and_keeps_it(installed, gpu_nodes, namespace, fleet):
+    """What the last leader wrote of the forecaster's windows (as the shipped account, through the API
+    server's schema) is what the next one starts from, and what it writes back when it stops."""
+    model = namespace
+    _apps(installed).create_namespaced_deployment(namespace, engine_deployment("engine", 1))
+    create_ma(installed.api_client(), namespace, _ma("engine", model, "engine", forecasting={"enabled": True}))
+    now_window = int(time.time() // 600)
+    rates = [2.0 + (w % 144) / 36 for w in range(1000)]
+    history = {"window_s": 600.0, "first_window": now_window - len(rates), "rates": rates,
+               "prompt": [r * 1000 for r in rates], "generation": [r * 100 for r in rates]}
+    kubernetes.client.CustomObjectsApi(installed.api_client()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "engine", {"status": {"forecastHistory": encode_forecast_history(history)}},
+        _content_type="application/merge-patch+json")
+    key = (namespace, "engine")
+    with PodMirror(installed.api_client(), fleet, namespace, "app=engine", model) as mirror:
+        mirror.wait_for(lambda p: len(p) == 1 and all(p.values()), timeout_s=30)
+        with running_controller(controller_client(installed), namespace, resolver=fleet.resolver()) as ctl:
+            wait_for(lambda: key in ctl._models and ctl.ticks >= 2, 20, "two ticks")
+            restored = ctl._models[key].prewarmer.history(model)
+            errors = ctl.error_messages()
+    assert not errors
+    assert restored["first_window"] == history["first_window"] and restored["rates"] == pytest.approx(rates, rel=1e-5)
+    kept = decode_forecast_history(read_ma(installed.api_client(), namespace, "engine")["status"]["forecastHistory"])
+    assert kept["first_window"] == history["first_window"] and kept["rates"][: len(rates)] == pytest.approx(rates, rel=1e-5)
 
 
 def test_a_restarted_controller_restores_policy_state_and_makes_no_jump(installed, gpu_nodes, namespace, fleet):
