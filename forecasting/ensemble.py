@@ -172,9 +172,11 @@ def _combine(fitted: FittedEnsemble, y: np.ndarray, origins: np.ndarray) -> np.n
 class EnsembleForecaster:
     """Fits the ensemble on a history and forecasts P50/P90 `horizon` windows ahead."""
 
-    def __init__(self, config: EnsembleConfig | None = None) -> None:
+    def __init__(self, config: EnsembleConfig | None = None, boosters: BoosterCache | None = None) -> None:
+        """`boosters`: where trained gradient-boosting models are kept for reuse (default: 8 entries,
+        enough for backtests that fit at many ends)."""
         self.config = config or EnsembleConfig()
-        self._boosters = BoosterCache()
+        self._boosters = boosters if boosters is not None else BoosterCache()
 
     def fit(self, y: np.ndarray, end: int | None = None, fleet: np.ndarray | None = None) -> FittedEnsemble:
         """Choose members on `y[..., :end]` (default: all of it); `y` is one series `(T,)` or many `(S, T)`.

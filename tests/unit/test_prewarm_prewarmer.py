@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from forecasting.boosting import BoosterCache
 from forecasting.ensemble import EnsembleConfig, EnsembleForecaster
 from forecasting.events import EventScheduler
+from forecasting.live import LIVE_BOOSTER_SETS
 from forecasting.planner import KnownEvent, PlannerConfig, PrewarmPlanner
 from forecasting.prewarm import ForecastPrewarmer
 
@@ -91,7 +93,8 @@ def test_history_is_bounded_and_trimmed_in_blocks():
     assert p.forecast("m", now=120 * WINDOW) is not None
 
 
-def test_a_full_history_reuses_the_gradient_boosting_models_between_refits(monkeypatch):
+@pytest.mark.parametrize("booster_sets", [8, LIVE_BOOSTER_SETS])   # the cache's default, and what live forecasting keeps
+def test_a_full_history_reuses_the_gradient_boosting_models_between_refits(monkeypatch, booster_sets):
     from forecasting.boosting import GradientBoostingMember
 
     trained = []
@@ -100,8 +103,8 @@ def test_a_full_history_reuses_the_gradient_boosting_models_between_refits(monke
     planner = PrewarmPlanner(PlannerConfig(requests_per_replica=2.0))
     config = EnsembleConfig(horizon=2, period=24, selection_windows=24, calibration_windows=24,
                             members=("naive", "gradient_boosting"))
-    p = ForecastPrewarmer(planner, EnsembleForecaster(config), window_s=WINDOW, cold_start_s=60.0,
-                          refit_every_windows=3, history_windows=5 * 24, trim_every_windows=36)
+    p = ForecastPrewarmer(planner, EnsembleForecaster(config, BoosterCache(capacity=booster_sets)), window_s=WINDOW,
+                          cold_start_s=60.0, refit_every_windows=3, history_windows=5 * 24, trim_every_windows=36)
     daily = 10 + 5 * np.sin(2 * np.pi * np.arange(10 * 24) / 24)
     feed(p, daily[: 8 * 24], per_window=1)  # the history is full from here on
     trained.clear()
