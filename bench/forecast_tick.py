@@ -15,19 +15,22 @@ Measured per close: that tick's wall time; with the forecast thread, also the ti
 every 5 s, as the controller's do, while the thread works (they share the GIL), and how long until
 every model's forecast has landed.
 The baseline in the same run is the same fleet's tick when no window closes.
-Writes bench/results/forecast_tick.{json,md}.
+Also the resident memory of a model's forecaster, keeping 8 trained booster sets (the cache's
+default) and the live path's 2. Writes bench/results/forecast_tick.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import multiprocessing
+import os
 import platform
 import statistics
 import sys
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +59,16 @@ def demand(days: float) -> list[float]:
     return rates
 
 
-def history_model(rates: list[float], windows: int):
-    """One model's prewarmer with `windows` windows observed (refits inline, as they came)."""
+def history_model(rates: list[float], windows: int, booster_sets: int | None = None):
+    """One model's prewarmer with `windows` windows observed (refits inline, as they came);
+    `booster_sets` replaces the live cache's size of trained booster sets."""
     from autoscaler.policy.capacity import H100_LLAMA3_8B
+    from forecasting.boosting import BoosterCache
     from forecasting.live import WINDOW_S, make_prewarmer
 
     prewarmer = make_prewarmer(H100_LLAMA3_8B, "p90", 0, 100, 0.8)
+    if booster_sets is not None:
+        prewarmer.forecaster._boosters = BoosterCache(capacity=booster_sets)
     for w in range(windows + 1):
         prewarmer.observe("m", w * WINDOW_S + 1.0, rates[w], rates[w] * 1000.0, rates[w] * 200.0)
     return prewarmer
@@ -79,6 +86,19 @@ def fleet(template, n: int, run_refresh) -> list[tuple[str, object]]:
         p._run_refresh = run_refresh
         out.append((name, p))
     return out
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_per_model(rates: list[float], windows: int, booster_sets: int | None, n: int) -> float:
+    """MB of resident memory per model forecaster (in a process of its own, so that no freed memory is reused)."""
+    template = history_model(rates, windows, booster_sets)
+    before = _rss_mb()
+    models = fleet(template, n, None)
+    return (_rss_mb() - before) / len(models)
 
 
 def tick(models, t: float, rate: float) -> float:
@@ -140,6 +160,7 @@ def summarise(mode: dict) -> dict:
 
 def render(doc: dict) -> str:
     a, inline, bg = doc["args"], doc["inline"], doc["background"]
+    mem, live = doc["memory_mb_per_model"], doc["live_booster_sets"]
 
     def cell(s: dict | None) -> str:
         return "-" if s is None else f"{s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f}, n={s['n']})"
@@ -159,7 +180,10 @@ def render(doc: dict) -> str:
         f"| in the tick (before) | {cell(inline['close_tick_s'])} | - | - | {cell(inline['quiet_tick_s'])} |",
         f"| forecast thread (now) | {cell(bg['close_tick_s'])} | {cell(bg.get('following_tick_s'))} | "
         f"{cell(bg['landed_after_s'])} | {cell(bg['quiet_tick_s'])} |", "",
-        f"The closing tick is **{ratio:.1f}x** shorter with the forecast thread (median over closes, same run).", ""])
+        f"The closing tick is **{ratio:.1f}x** shorter with the forecast thread (median over closes, same run).", "",
+        f"Resident memory per model's forecaster ({a['memory_models']} copies, each size in a process of its own): "
+        f"{mem['8']:.2f} MB keeping 8 trained booster sets (before), {mem[str(live)]:.2f} MB keeping {live} (now): "
+        f"{mem['8'] / mem[str(live)]:.1f}x less, {mem[str(live)] * 1000 / 1024:.1f} GB for 1,000 models.", ""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--closes", type=int, default=3, help="window closes per mode (each refits about a sixth of the fleet)")
     ap.add_argument("--days", type=float, default=7.0, help="days of history before the measured closes")
+    ap.add_argument("--memory-models", type=int, default=200, help="copies whose resident memory is measured")
     ap.add_argument("--out", default="forecast_tick")
     args = ap.parse_args(argv)
     rates = demand(args.days + 1)
@@ -175,11 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     template = history_model(rates, windows)
     build_s = time.perf_counter() - started
     print(f"history of {windows} windows built in {build_s:.0f} s", flush=True)
+    from forecasting.live import LIVE_BOOSTER_SETS
+
+    memory = {}
+    for sets in (8, LIVE_BOOSTER_SETS):     # 8: the cache's size before the live path had its own
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as proc:
+            memory[sets] = proc.submit(memory_per_model, rates, windows, sets, args.memory_models).result()
+        print(f"booster sets kept {sets}: {memory[sets]:.2f} MB per model", flush=True)
     inline = run_mode(template, args.models, windows, args.closes, rates, background=False)
     background = run_mode(template, args.models, windows, args.closes, rates, background=True)
     doc = {"args": vars(args), "command": "bench/forecast_tick.py " + " ".join(argv or sys.argv[1:]),
            "machine": f"{platform.machine()}, shared 2-core", "members": list(template.forecaster.config.members),
            "history_windows": windows, "build_s": build_s,
+           "memory_mb_per_model": {str(k): v for k, v in memory.items()}, "live_booster_sets": LIVE_BOOSTER_SETS,
            "inline": summarise(inline), "background": summarise(background), "runs": [inline, background]}
     (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=1))
     (RESULTS / f"{args.out}.md").write_text(render(doc))

@@ -138,6 +138,12 @@ class ForecastPrewarmer:
         state.open_sums += sample
         state.open_count += 1
 
+    def windows_end(self, model: str) -> int | None:
+        """The window after `model`'s last completed one (what `history()` would end before); None
+        before any. It moves only when a window closes: a cheap test of whether to save again."""
+        state = self._models.get(model)
+        return None if state is None or not state.rates else state.first_window + len(state.rates)
+
     def history(self, model: str) -> dict | None:
         """`model`'s completed windows, JSON-safe (a gap is None), for `restore_history`; None when
         no window has completed."""

@@ -573,12 +573,11 @@ class Controller:
         if hasattr(model.policy, "snapshot"):
             fields["policyState"] = encode_policy_state(model.policy.snapshot())
             fields["policyStateTime"] = rfc3339(now)
-        history = model.prewarmer.history(model.spec.model) if model.prewarmer is not None else None
-        if history is None:
+        ends = model.prewarmer.windows_end(model.spec.model) if model.prewarmer is not None else None
+        if ends is None:
             return fields, model.history_saved
-        ends = history["first_window"] + len(history["rates"])
         if ends != model.history_saved:
-            fields["forecastHistory"] = encode_forecast_history(history)
+            fields["forecastHistory"] = encode_forecast_history(model.prewarmer.history(model.spec.model))
         return fields, ends
 
     def _save_all_states(self) -> None:

@@ -71,6 +71,7 @@ class _Model:
         self.next_decision_at = 0.0
         self.poked_at = float("-inf")   # the last out-of-schedule decision the router's poke asked for
         self.prewarmer: ForecastPrewarmer | None = None   # when cfg.forecasting.enabled
+        self.history_saved: int | None = None             # the window after the last forecaster history saved
         self.observation: Observation | None = None
         self.decision: Decision | None = None
         self.history: deque[ModelView] = deque(maxlen=100_000)
@@ -176,8 +177,27 @@ class LocalRunner:
             utilization = getattr(getattr(policy, "config", None), "target_utilization", None)   # peers have none
             model.prewarmer = make_prewarmer(m.capacity.to_capacity(), m.forecasting.quantile, m.min_replicas,
                                              m.max_replicas, utilization)
+            self._restore_forecast_history(model)
         self._adopt(model)
         return model
+
+    def _restore_forecast_history(self, m: _Model) -> None:
+        """The forecaster goes on from the windows a previous run saved; one that cannot be read is
+        recorded as an event and the forecaster starts again."""
+        try:
+            saved = self.state.forecast_history(m.cfg.name)
+            if saved is not None:
+                m.prewarmer.restore_history(m.cfg.name, saved)
+                m.history_saved = m.prewarmer.windows_end(m.cfg.name)
+        except ValueError as exc:
+            self.state.event(self._clock(), m.cfg.name, "forecast_history_unreadable", "", {"error": str(exc)})
+
+    def _save_forecast_history(self, m: _Model, now: float) -> None:
+        """Once per closed window: what `_restore_forecast_history` reads after a restart."""
+        ends = m.prewarmer.windows_end(m.cfg.name)
+        if ends is not None and ends != m.history_saved:
+            self.state.save_forecast_history(m.cfg.name, m.prewarmer.history(m.cfg.name), now)
+            m.history_saved = ends
 
     def _adopt(self, model: _Model) -> None:
         """Engines a previous run left alive (it was killed) are taken over, dead ones forgotten."""
@@ -304,6 +324,7 @@ class LocalRunner:
             obs = dataclasses.replace(obs, waiting_requests=(obs.waiting_requests or 0.0) + held, held_requests=0.0)
         if m.prewarmer is not None:
             obs = with_forecast(m.prewarmer, obs)
+            self._save_forecast_history(m, now)
         m.observation = obs
         return obs
 

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, mode
 CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, id);
 CREATE TABLE IF NOT EXISTS snapshots (model TEXT PRIMARY KEY, policy TEXT NOT NULL, body TEXT NOT NULL,
   time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS forecast_history (model TEXT PRIMARY KEY, body TEXT NOT NULL, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (model TEXT PRIMARY KEY, restarts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, model TEXT NOT NULL,
   kind TEXT NOT NULL, engine TEXT NOT NULL, data TEXT NOT NULL);
@@ -101,6 +102,13 @@ class LocalState:
 
     def snapshot(self, model: str, policy: str) -> dict | None:
         rows = self._run("SELECT body FROM snapshots WHERE model=? AND policy=?", (model, policy))
+        return json.loads(rows[0][0]) if rows else None
+
+    def save_forecast_history(self, model: str, body: dict, time: float) -> None:
+        self._run("INSERT OR REPLACE INTO forecast_history VALUES (?,?,?)", (model, json.dumps(body), time))
+
+    def forecast_history(self, model: str) -> dict | None:
+        rows = self._run("SELECT body FROM forecast_history WHERE model=?", (model,))
         return json.loads(rows[0][0]) if rows else None
 
     def set_restarts(self, model: str, restarts: int) -> None:

@@ -44,6 +44,53 @@ def test_a_model_with_forecasting_feeds_its_forecaster_and_observes_with_its_flo
         runner.stop(drain_s=0)
 
 
+def test_a_restarted_local_mode_forecasts_on_from_the_windows_it_saved(tmp_path):
+    from autoscaler.contract import Observation
+    from autoscaler.metrics.observe import Reading
+
+    cfg = load_config(write_config(tmp_path / "local.yaml", state_dir=str(tmp_path / "state"), router={"port": 0},
+                                   models=[model_entry(tmp_path, forecasting={"enabled": True})]))
+    t0 = 1_000_000.0
+    first = LocalRunner(cfg)
+    first.open()
+    try:
+        model = first.models["tiny"]
+        model.builder.build = lambda now, *a, **k: Reading(Observation(
+            "tiny", now, 1, 0, 0.0, 2.0, 0.1, 2.0, 400.0, 100.0, arrival_rate=2.0, held_requests=0.0))
+        for k in range(0, 1860, 30):           # 31 minutes: three windows close
+            first._observe(model, t0 + k)
+        saved = model.prewarmer.history("tiny")
+    finally:
+        first.stop(drain_s=0)
+    assert len(saved["rates"]) == 3
+    second = LocalRunner(cfg)
+    second.open()
+    try:
+        assert second.models["tiny"].prewarmer.history("tiny") == saved
+    finally:
+        second.stop(drain_s=0)
+
+
+def test_a_saved_history_that_cannot_be_read_is_an_event_and_the_forecaster_starts_again(tmp_path):
+    from autoscaler.local.state import LocalState
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    previous = LocalState(state_dir / "local.db")
+    previous.save_forecast_history("tiny", {"window_s": 60.0, "rates": []}, 0.0)
+    previous.close()
+    cfg = write_config(tmp_path / "local.yaml", state_dir=str(state_dir), router={"port": 0},
+                       models=[model_entry(tmp_path, forecasting={"enabled": True})])
+    runner = LocalRunner(load_config(cfg))
+    runner.open()
+    try:
+        assert runner.models["tiny"].prewarmer.history("tiny") is None
+        events = [e for e in runner.state.events("tiny") if e["kind"] == "forecast_history_unreadable"]
+        assert events and "window_s" in events[0]["error"]
+    finally:
+        runner.stop(drain_s=0)
+
+
 def test_forecasting_is_off_unless_the_model_asks(tmp_path):
     cfg = write_config(tmp_path / "local.yaml", state_dir=str(tmp_path / "state"), router={"port": 0},
                        models=[model_entry(tmp_path)])
