@@ -8,6 +8,10 @@ global gradient-boosting member every observed model's history on the same windo
 model's forecast learns from the whole fleet, as `EnsembleForecaster.forecast_many` does. `floor()` returns the
 planner's floor for the demand one cold start ahead, and `forecast()` the `DemandForecast` behind it.
 
+Where a close's fit and forecast run is the caller's choice (`run_refresh`): in the `observe()` that
+closed the window, or on a thread of their own (the controller's), off its ticks. `history()` and
+`restore_history()` carry a model's windows across a restart, so the forecaster need not start over.
+
 Token rates are forecast as the request-rate quantile times the mean tokens per request over the
 last `token_ratio_windows` windows: tokens per request move slowly compared with the request rate.
 
