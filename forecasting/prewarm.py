@@ -148,6 +148,14 @@ class ForecastPrewarmer:
         state = self._models.get(model)
         return None if state is None or not state.rates else state.first_window + len(state.rates)
 
+    def history_since(self, model: str, saved_end: int | None) -> tuple[dict | None, int | None]:
+        """What to save of `model` now that the last save ended before window `saved_end`: its
+        history when a window has closed since (else None), and where the history ends."""
+        end = self.windows_end(model)
+        if end is None or end == saved_end:
+            return None, saved_end if end is None else end
+        return self.history(model), end
+
     def history(self, model: str) -> dict | None:
         """`model`'s completed windows, JSON-safe (a gap is None), for `restore_history`; None when
         no window has completed."""

@@ -573,11 +573,11 @@ class Controller:
         if hasattr(model.policy, "snapshot"):
             fields["policyState"] = encode_policy_state(model.policy.snapshot())
             fields["policyStateTime"] = rfc3339(now)
-        ends = model.prewarmer.windows_end(model.spec.model) if model.prewarmer is not None else None
-        if ends is None:
+        if model.prewarmer is None:
             return fields, model.history_saved
-        if ends != model.history_saved:
-            fields["forecastHistory"] = encode_forecast_history(model.prewarmer.history(model.spec.model))
+        history, ends = model.prewarmer.history_since(model.spec.model, model.history_saved)
+        if history is not None:
+            fields["forecastHistory"] = encode_forecast_history(history)
         return fields, ends
 
     def _save_all_states(self) -> None:

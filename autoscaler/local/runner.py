@@ -194,9 +194,9 @@ class LocalRunner:
 
     def _save_forecast_history(self, m: _Model, now: float) -> None:
         """Once per closed window: what `_restore_forecast_history` reads after a restart."""
-        ends = m.prewarmer.windows_end(m.cfg.name)
-        if ends is not None and ends != m.history_saved:
-            self.state.save_forecast_history(m.cfg.name, m.prewarmer.history(m.cfg.name), now)
+        history, ends = m.prewarmer.history_since(m.cfg.name, m.history_saved)
+        if history is not None:
+            self.state.save_forecast_history(m.cfg.name, history, now)
             m.history_saved = ends
 
     def _adopt(self, model: _Model) -> None:
