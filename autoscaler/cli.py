@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("autoscaler.api.cli").api.cli.register(subparsers)
     controller_cli.register(subparsers)
     __import__("autoscaler.local.cli").local.cli.register(subparsers)
+    __import__("autoscaler.router.cli").router.cli.register(subparsers)
     return parser
 
 

@@ -115,6 +115,12 @@ def _status_schema() -> dict[str, Any]:
                                 "description": "The forecaster's windows of demand (spec.forecasting), restored by a new or "
                                                "restarted controller."},
             "leader": {**string, "description": "Identity of the controller replica that wrote this status."},
+            "activation": {
+                "type": "object", "description": "Written by a router when it starts holding a request of this model "
+                                                 "at zero: the controller decides at once.",
+                "properties": {"requestedAt": {**string, "format": "date-time"},
+                               "heldRequests": {**integer, "minimum": 0},
+                               "router": {**string, "description": "Identity of the router that wrote it."}}},
         }}
 
 

@@ -5,6 +5,9 @@ read the metrics (Prometheus or direct scrape), let the model's own policy decid
 operator's overrides, and, only when the count changes, mark the idlest pods for removal and write
 the target's scale subresource; then write status when something in it changed.
 
+A router holding a request for a model at zero pokes the controller through the model's
+status.activation (`activation.py`): the watch sees it and the tick runs at once.
+
 Threads: two reflectors (ModelAutoscalers, pods: list + watch, warm on leader and standby alike),
 the Lease elector, apscheduler's interval job (max one tick at a time, late ticks coalesced), a
 worker pool for the per-model I/O, and the probe/metrics server. Direct scrapes of every model's
@@ -22,10 +25,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import kubernetes
 import pydantic
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from autoscaler.actuators.drain import mark_deletion_costs
@@ -33,6 +38,7 @@ from autoscaler.actuators.scale import Scale, ScaleClient, ScaleRef
 from autoscaler.contract import NUM_REQUESTS_RUNNING, Decision, OverrideSpec
 from autoscaler.overrides import model as override_model
 from autoscaler.overrides.kube import specs_from_objects
+from autoscaler.controller.activation import Activations, with_activation
 from autoscaler.controller.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from autoscaler.controller.lease import LeaderElector
 from autoscaler.controller.pods import FleetCount, PodIndex, count_fleet, pod_info
@@ -145,7 +151,9 @@ class Controller:
             so_list = lambda **kw: self.custom.list_namespaced_custom_object(og, ov, ns, op, **kw)  # noqa: E731
         else:
             so_list = lambda **kw: self.custom.list_cluster_custom_object(og, ov, op, **kw)  # noqa: E731
-        self.autoscalers = Reflector("modelautoscalers", ma_list, transform=_strip_managed_fields, on_error=self._error)
+        self.activations = Activations()
+        self.autoscalers = Reflector("modelautoscalers", ma_list, transform=_strip_managed_fields, on_error=self._error,
+                                     on_change=self._autoscaler_changed)
         self.overrides = Reflector("scalingoverrides", so_list, on_error=self._error)   # authors come from managedFields
         self.pods = Reflector("pods", pod_list, transform=pod_info, on_error=self._error)
         self.elector = LeaderElector(api_client, config.lease_namespace or ns or "warmscale-system", config.lease_name,
@@ -219,6 +227,21 @@ class Controller:
         self._epoch += 1
         log.info("controller %s %s the lease", self.config.identity, "holds" if leader else "lost")
 
+    def _autoscaler_changed(self, obj: dict | None) -> None:
+        """From the ModelAutoscaler watch: a router's poke runs the tick now."""
+        if obj is None:
+            self.activations.listed(self.autoscalers.items())
+        elif self.activations.seen(obj, time.time()):
+            self.metrics.activations.inc()
+            self.tick_now()
+
+    def tick_now(self, delay_s: float = 0.0) -> None:
+        """Run the tick at once (a tick still running takes the poke when it ends, at the next due time)."""
+        try:
+            self._scheduler.modify_job("tick", next_run_time=datetime.now(timezone.utc) + timedelta(seconds=delay_s))
+        except JobLookupError:   # not started yet, or stopping
+            pass
+
     def _error(self, operation: str, exc: Exception) -> None:
         message = _describe(exc)
         self.errors.append((time.time(), operation, message))
@@ -230,7 +253,11 @@ class Controller:
 
     # ---------------------------------------------------------------- tick
     def tick(self) -> None:
-        if not self.elector.is_leader() or not self._ready():
+        if not self.elector.is_leader():
+            return
+        if not self._ready():
+            if self.activations.pending():   # a poke while the caches fill: try again shortly, not at the next tick
+                self.tick_now(delay_s=0.25)
             return
         started = time.monotonic()
         now = time.time()
@@ -413,7 +440,7 @@ class Controller:
     def _tick_model(self, rnd: _Round, reading: Reading, override_objects: list[dict], now: float) -> None:
         obj, (ns, name), model, fleet = rnd.obj, rnd.key, rnd.model, rnd.fleet
         meta, spec = obj["metadata"], model.spec
-        observation = reading.observation
+        observation = with_activation(reading.observation, fleet, self.activations.take(rnd.key, now))
         if model.prewarmer is not None:
             observation = with_forecast(model.prewarmer, observation)
         decision = model.policy.decide(observation)

@@ -23,13 +23,15 @@ class Reflector:
 
     `list_fn(**kwargs)` is a kubernetes client list call (e.g. CoreV1Api.list_namespaced_pod bound
     to its namespace). A failed list or watch is reported to `on_error(operation, exc)` and retried
-    after `backoff_s`; a watch that expires (410 Gone) lists again. A subclass that keeps more than
-    the objects (tombstones, a change counter) overrides `_replace` and `_event`."""
+    after `backoff_s`; a watch that expires (410 Gone) lists again. `on_change(obj)` is called after
+    each watch event is applied (with the raw object) and after each list (with None). A subclass
+    that keeps more than the objects (tombstones, a change counter) overrides `_replace` and `_event`."""
 
     def __init__(self, name: str, list_fn: Callable[..., Any], transform: Callable[[dict], Any] = lambda o: o,
                  on_error: Callable[[str, Exception], None] = lambda op, exc: None, backoff_s: float = 1.0,
-                 watch_timeout_s: int = 60):
+                 watch_timeout_s: int = 60, on_change: Callable[[dict | None], None] | None = None):
         self.name = name
+        self._on_change = on_change
         self._list_fn = list_fn
         self._transform = transform
         self._on_error = on_error
@@ -112,6 +114,7 @@ class Reflector:
         body = json.loads(response.data)
         self._replace(body.get("items", []))
         self.synced.set()
+        self._changed(None)
         return body["metadata"]["resourceVersion"]
 
     def _watch_from(self, version: str) -> None:
@@ -136,7 +139,16 @@ class Reflector:
         version = (obj.get("metadata") or {}).get("resourceVersion", version)
         if kind != "BOOKMARK":
             self._event(kind, obj)
+            self._changed(obj)
         return version
+
+    def _changed(self, obj: dict | None) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(obj)
+        except Exception as exc:  # noqa: BLE001 - a listener's fault never stops the cache
+            self._failed("on_change", exc)
 
 
 def object_key(obj: dict) -> tuple[str, str]:

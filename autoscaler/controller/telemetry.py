@@ -26,6 +26,8 @@ class ControllerMetrics:
         self.errors = Counter("warmscale_controller_errors_total", "Failed operations.", ("operation",), registry=r)
         self.writes = Counter("warmscale_controller_api_writes_total", "Writes to the API server.", ("kind",), registry=r)
         self.leader = Gauge("warmscale_controller_leader", "1 while this replica holds the Lease.", registry=r)
+        self.activations = Counter("warmscale_controller_activations_total",
+                                   "Pokes from a router holding a request for a model at zero.", registry=r)
         self.models = Gauge("warmscale_controller_models", "ModelAutoscalers ticked.", registry=r)
         self._reasons: dict[tuple[str, str, str], str] = {}
 

@@ -1,15 +1,13 @@
 """Where the router sends a model's requests: engines discovered through a small interface.
 
 The router asks its `EndpointSource` for the engines that may take a model's requests now, on
-every request (a dict lookup). Two sources exist today:
+every request (a dict lookup). Three sources exist:
 
 - `StaticEndpoints`: a fixed `{model: [url, ...]}` map (tests, benchmarks, a router in front of
   engines someone else runs).
 - the local supervisor (`autoscaler.local`), which lists its Ready engines and drops a draining
   one before it stops it.
-
-In a cluster the same router runs in front of a model's Service with a source that watches the
-Service's EndpointSlices (Ready addresses only); nothing else in the router changes.
+- `kube.ClusterEndpoints`, in a cluster: the Ready pods of each ModelAutoscaler's selector.
 """
 from __future__ import annotations
 

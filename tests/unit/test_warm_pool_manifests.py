@@ -50,7 +50,7 @@ def test_warm_pool_rbac_is_get_and_patch_on_nodes_only():
 
 def test_example_engine_prefers_nodes_labelled_for_its_model():
     objects = render(MANIFESTS / "examples")
-    (deployment,) = by_kind(objects, "Deployment")
+    (deployment,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] != "warmscale-router"]
     template = deployment["spec"]["template"]
     model = template["metadata"]["labels"]["warmscale.io/model"]
     preferred = template["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
