@@ -64,9 +64,16 @@ class Activations:
             self._pending[key] = Activation(held, now)
         return True
 
-    def pending(self) -> bool:
+    def pending(self, now: float, since: float | None = None) -> bool:
+        """Whether a fresh poke (seen at or after `since`, if given) waits for a tick."""
         with self._lock:
-            return bool(self._pending)
+            return any(now - a.seen_at <= ACTIVATION_FRESH_S and (since is None or a.seen_at >= since)
+                       for a in self._pending.values())
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+            self._stamps.pop(key, None)
 
     def take(self, key: tuple[str, str], now: float) -> Activation | None:
         with self._lock:

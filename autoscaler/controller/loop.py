@@ -236,7 +236,8 @@ class Controller:
             self.tick_now()
 
     def tick_now(self, delay_s: float = 0.0) -> None:
-        """Run the tick at once (a tick still running takes the poke when it ends, at the next due time)."""
+        """Run the tick in `delay_s`. While a tick runs the scheduler skips this; that tick then runs its
+        models once more for a poke that came during it."""
         try:
             self._scheduler.modify_job("tick", next_run_time=datetime.now(timezone.utc) + timedelta(seconds=delay_s))
         except JobLookupError:   # not started yet, or stopping
@@ -256,11 +257,20 @@ class Controller:
         if not self.elector.is_leader():
             return
         if not self._ready():
-            if self.activations.pending():   # a poke while the caches fill: try again shortly, not at the next tick
+            if self.activations.pending(time.time()):   # a poke while the caches fill: try again shortly
                 self.tick_now(delay_s=0.25)
             return
-        started = time.monotonic()
         now = time.time()
+        self._tick_models(now)
+        while self.activations.pending(time.time(), since=now):   # poked during that round: once more, at once
+            now = time.time()
+            self._tick_models(now)
+        if self.config.warm_pool is not None and now >= self._warm_plan_due:
+            self._warm_plan_due = now + self.config.warm_pool_every_s
+            self.publish_warm_plan(now)
+
+    def _tick_models(self, now: float) -> None:
+        started = time.monotonic()
         if self._epoch_seen != self._epoch:
             self._reset_models()
         objects = self.autoscalers.items()
@@ -277,9 +287,6 @@ class Controller:
         self.metrics.models.set(len(objects))
         self.last_tick_s = elapsed
         self.ticks += 1
-        if self.config.warm_pool is not None and now >= self._warm_plan_due:
-            self._warm_plan_due = now + self.config.warm_pool_every_s
-            self.publish_warm_plan(now)
 
     def publish_warm_plan(self, now: float) -> WarmPoolPlan | None:
         """Replace the warm-pool plan from the models' forecasts and replica counts (in the tick's
@@ -305,6 +312,7 @@ class Controller:
             model = self._models.pop(key, None)
         if model:
             self.metrics.forget((*key, model.spec.model))
+        self.activations.forget(key)
 
     def _prepare(self, obj: dict, index: PodIndex) -> _Round:
         meta = obj["metadata"]

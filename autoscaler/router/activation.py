@@ -2,7 +2,7 @@
 
 A model at zero has no engine to count its queue, and a metric of the held requests reaches the
 controller only after a scrape and Prometheus' delivery lag (15 s + 15 s by default). So when the
-router starts holding a request, it writes `status.activation` of the model's ModelAutoscaler
+router starts holding a request for a model with nothing Ready or starting, it writes `status.activation` of the model's ModelAutoscaler
 (`{requestedAt, heldRequests, router}`, a merge patch of the status subresource: the router may
 write nothing else). The controller's watch sees the write within milliseconds and decides for
 that model at once, out of its tick schedule, as Knative's activator pokes its autoscaler and

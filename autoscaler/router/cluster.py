@@ -25,12 +25,13 @@ __all__ = ["ClusterRouter"]
 class ClusterRouter:
     def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str, host: str = "0.0.0.0", port: int = 8080,
                  engine_url_template: str | None = None, hold: HoldSettings | None = None,
-                 identity: str | None = None, activation_interval_s: float = 1.0):
+                 identity: str | None = None, activation_interval_s: float = 1.0, poke: bool = True):
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
         self.endpoints = ClusterEndpoints(api_client, namespace, engine_url_template, on_change=self._engines_changed)
         self.activations = ActivationWriter(api_client, self.endpoints.autoscalers_of, self._held, self.identity,
                                             min_interval_s=activation_interval_s)
-        self.router = Router(self.endpoints, hold, on_hold=self.activations.request)
+        # poke False: held requests reach the controller only through the router's metrics
+        self.router = Router(self.endpoints, hold, on_hold=self._poke if poke else None)
         self._server = ThreadedServer(build_app(self.router), bind_socket(host, port), name="router")
 
     @property
@@ -64,6 +65,11 @@ class ClusterRouter:
 
     def _held(self, model: str) -> int:
         return self.router.held(model)
+
+    def _poke(self, model: str) -> None:
+        """A request of `model` started waiting: wake the controller unless an engine is already on its way."""
+        if not self.endpoints.starting(model):
+            self.activations.request(model)
 
     def _engines_changed(self) -> None:
         self.router.notify_threadsafe()

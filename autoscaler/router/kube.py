@@ -99,6 +99,7 @@ class ClusterEndpoints:
                               on_error=report, on_change=self._rebuild)
         self._lock = threading.Lock()
         self._engines: dict[str, tuple[Endpoint, ...]] = {}
+        self._starting: dict[str, int] = {}
         self._routes: dict[str, tuple[Route, ...]] = {}
 
     def start(self) -> ClusterEndpoints:
@@ -122,6 +123,11 @@ class ClusterEndpoints:
         with self._lock:
             return self._engines.get(model, ())
 
+    def starting(self, model: str) -> int:
+        """Pods of `model` on their way (starting, or waiting for a node): a held request need not wake anyone."""
+        with self._lock:
+            return self._starting.get(model, 0)
+
     def autoscalers_of(self, model: str) -> tuple[Route, ...]:
         """The ModelAutoscalers that scale `model`'s engines (whom a held request should wake)."""
         with self._lock:
@@ -132,16 +138,20 @@ class ClusterEndpoints:
         routes = [r for r in self.autoscalers.items() if r is not None]
         index = PodIndex(self.pods.items())
         engines: dict[str, dict[str, Endpoint]] = {}
+        starting: dict[str, int] = {}
         by_model: dict[str, list[Route]] = {}
         for route in routes:
             by_model.setdefault(route.model, []).append(route)
             listed = engines.setdefault(route.model, {})
-            for pod in count_fleet(index.select(route.namespace, dict(route.selector))).ready:
+            fleet = count_fleet(index.select(route.namespace, dict(route.selector)))
+            starting[route.model] = starting.get(route.model, 0) + len(fleet.loading) + len(fleet.unschedulable)
+            for pod in fleet.ready:
                 url = engine_url(pod, route.port, self._template)
                 if url is not None:
                     listed[f"{pod.namespace}/{pod.name}"] = Endpoint(f"{pod.namespace}/{pod.name}", url)
         with self._lock:
             self._engines = {model: tuple(eps.values()) for model, eps in engines.items()}
+            self._starting = starting
             self._routes = {model: tuple(rs) for model, rs in by_model.items()}
         if self._on_change is not None:
             self._on_change()

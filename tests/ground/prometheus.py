@@ -1,4 +1,4 @@
-"""A real Prometheus with a generated config, a 1 s scrape interval and targets that can be added live."""
+"""A real Prometheus with a generated config, a 1 s scrape interval (or another) and targets that can be added live."""
 from __future__ import annotations
 
 import contextlib
@@ -14,11 +14,11 @@ from tests.ground.procs import ManagedProcess, free_port, require_executable
 
 CONFIG = """\
 global:
-  scrape_interval: 1s
+  scrape_interval: {interval}
   evaluation_interval: 1s
 scrape_configs:
   - job_name: ground
-    scrape_interval: 1s
+    scrape_interval: {interval}
     scrape_timeout: 900ms
     file_sd_configs:
       - files: ["{targets}"]
@@ -59,13 +59,13 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def start_prometheus(workdir: Path) -> Iterator[Prometheus]:
+def start_prometheus(workdir: Path, scrape_interval_s: float = 1.0) -> Iterator[Prometheus]:
     exe = require_executable("prometheus", "install Debian's package: apt-get install prometheus (hack/setup.sh does it)")
     workdir.mkdir(parents=True, exist_ok=True)
     targets = workdir / "targets.json"
     targets.write_text("[]")
     config = workdir / "prometheus.yml"
-    config.write_text(CONFIG.format(targets=targets))
+    config.write_text(CONFIG.format(targets=targets, interval=f"{round(scrape_interval_s * 1000)}ms"))
     port = free_port()
     argv = [exe, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"]

@@ -99,3 +99,20 @@ def test_the_router_command_exits_4_when_the_api_server_cannot_be_reached(tmp_pa
     assert main(["router", "--namespace", "llm", "--kubeconfig", str(kubeconfig)]) == 4
     err = capsys.readouterr().err
     assert "unreachable" in err and server in err and "Traceback" not in err
+
+
+def test_a_held_request_pokes_only_while_no_engine_is_on_its_way():
+    from autoscaler.router.cluster import ClusterRouter
+
+    router = ClusterRouter(kubernetes.client.ApiClient(), "llm", host="127.0.0.1", port=0)
+    requested: list[str] = []
+    router.activations.request = requested.append
+    try:
+        router.endpoints._starting = {"m": 1}
+        router._poke("m")
+        assert requested == [], "a pod is starting: the controller already acted"
+        router.endpoints._starting = {}
+        router._poke("m")
+        assert requested == ["m"]
+    finally:
+        router._server.stop()
