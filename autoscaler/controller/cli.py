@@ -99,6 +99,29 @@ def _api_client(kubeconfig: str | None, workers: int = 8):
     return kubernetes.client.ApiClient(configuration)
 
 
+class StartupError(Exception):
+    """The API server cannot be used; `code` is the exit code (EXIT_CONFIG or EXIT_API)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def connect(kubeconfig: str | None, workers: int = 8):
+    """A client of an API server that answered; StartupError naming what failed."""
+    try:
+        client = _api_client(kubeconfig, workers)
+    except Exception as exc:  # noqa: BLE001 - kubeconfig/in-cluster errors come in many types
+        where = kubeconfig or "in-cluster ServiceAccount (no --kubeconfig given)"
+        raise StartupError(EXIT_CONFIG, f"cannot load Kubernetes credentials from {where}: {exc}") from None
+    import kubernetes
+    try:
+        kubernetes.client.VersionApi(client).get_code()
+    except Exception as exc:  # noqa: BLE001
+        raise StartupError(EXIT_API, f"API server {client.configuration.host} unreachable: {exc}") from None
+    return client
+
+
 def run(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -115,19 +138,11 @@ def run(args) -> int:
             print(f"warmscale controller: --warm-pool-config: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     try:
-        client = _api_client(args.kubeconfig, args.workers)
-    except Exception as exc:  # noqa: BLE001 - kubeconfig/in-cluster errors come in many types
-        where = args.kubeconfig or "in-cluster ServiceAccount (no --kubeconfig given)"
-        print(f"warmscale controller: cannot load Kubernetes credentials from {where}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    import kubernetes
-
+        client = connect(args.kubeconfig, args.workers)
+    except StartupError as exc:
+        print(f"warmscale controller: {exc}", file=sys.stderr)
+        return exc.code
     from autoscaler.controller.loop import Controller
-    try:
-        kubernetes.client.VersionApi(client).get_code()
-    except Exception as exc:  # noqa: BLE001
-        print(f"warmscale controller: API server {client.configuration.host} unreachable: {exc}", file=sys.stderr)
-        return EXIT_API
     try:
         controller = Controller(config, client).start()
     except OSError as exc:

@@ -64,22 +64,14 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"warmscale router: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from autoscaler.controller.cli import _api_client
+    from autoscaler.controller.cli import StartupError, connect
     try:
-        client = _api_client(args.kubeconfig)
-    except Exception as exc:  # noqa: BLE001 - kubeconfig/in-cluster errors come in many types
-        where = args.kubeconfig or "in-cluster ServiceAccount (no --kubeconfig given)"
-        print(f"warmscale router: cannot load Kubernetes credentials from {where}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    import kubernetes
-
+        client = connect(args.kubeconfig)
+    except StartupError as exc:
+        print(f"warmscale router: {exc}", file=sys.stderr)
+        return exc.code
     from autoscaler.router.cluster import ClusterRouter
     from autoscaler.router.server import PortInUse
-    try:
-        kubernetes.client.VersionApi(client).get_code()
-    except Exception as exc:  # noqa: BLE001
-        print(f"warmscale router: API server {client.configuration.host} unreachable: {exc}", file=sys.stderr)
-        return EXIT_API
     try:
         router = ClusterRouter(client, namespace, args.host, args.port, args.engine_url_template, hold,
                                identity=args.identity or os.environ.get("POD_NAME"))
