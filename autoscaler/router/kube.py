@@ -98,6 +98,8 @@ class ClusterEndpoints:
         self.pods = Reflector("pods", lambda **kw: core.list_namespaced_pod(namespace, **kw), transform=pod_info,
                               on_error=report, on_change=self._rebuild)
         self._lock = threading.Lock()
+        # both watch threads rebuild: one at a time, or an older view could be swapped in after a newer one
+        self._rebuilding = threading.Lock()
         self._engines: dict[str, tuple[Endpoint, ...]] = {}
         self._starting: dict[str, int] = {}
         self._routes: dict[str, tuple[Route, ...]] = {}
@@ -135,6 +137,12 @@ class ClusterEndpoints:
 
     # ---------------------------------------------------------------- from the watches
     def _rebuild(self, _obj: dict | None = None) -> None:
+        with self._rebuilding:
+            self._rebuild_now()
+        if self._on_change is not None:
+            self._on_change()
+
+    def _rebuild_now(self) -> None:
         routes = [r for r in self.autoscalers.items() if r is not None]
         index = PodIndex(self.pods.items())
         engines: dict[str, dict[str, Endpoint]] = {}
@@ -153,5 +161,3 @@ class ClusterEndpoints:
             self._engines = {model: tuple(eps.values()) for model, eps in engines.items()}
             self._starting = starting
             self._routes = {model: tuple(rs) for model, rs in by_model.items()}
-        if self._on_change is not None:
-            self._on_change()

@@ -116,3 +116,35 @@ def test_a_held_request_pokes_only_while_no_engine_is_on_its_way():
         assert requested == ["m"]
     finally:
         router._server.stop()
+
+
+def _raw_pod(name: str, app: str, ready: bool, ip: str = "10.0.0.9") -> dict:
+    return {"metadata": {"name": name, "namespace": "llm", "labels": {"app": app}}, "spec": {"nodeName": "node"},
+            "status": {"phase": "Running", "podIP": ip,
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def _raw_ma(name: str, model: str, app: str) -> dict:
+    return {"metadata": {"name": name, "namespace": "llm"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app}, "model": model,
+                     "selector": {"matchLabels": {"app": app}}, "metrics": {"port": 9000}}}
+
+
+def test_each_model_is_served_by_the_ready_pods_of_its_autoscalers_selectors():
+    from autoscaler.controller.reflector import object_key
+    from autoscaler.router.kube import ClusterEndpoints, _route
+
+    changes: list[bool] = []
+    endpoints = ClusterEndpoints(kubernetes.client.ApiClient(), "llm", on_change=lambda: changes.append(True))
+    mas = [_raw_ma("a", "m", "blue"), _raw_ma("b", "m", "green"), _raw_ma("c", "other", "red"),
+           {"metadata": {"name": "bad", "namespace": "llm"}, "spec": {"model": ""}}]
+    pods = [_raw_pod("blue-0", "blue", True, "10.0.0.1"), _raw_pod("green-0", "green", True, "10.0.0.2"),
+            _raw_pod("green-1", "green", False), _raw_pod("red-0", "red", False)]
+    endpoints.autoscalers._items = {object_key(o): _route(o) for o in mas}
+    endpoints.pods._items = {object_key(p): pod_info(p) for p in pods}
+    endpoints._rebuild()
+    assert changes, "the router is told to wake its held requests"
+    assert set(endpoints.models()) == {"m", "other"}, "an invalid ModelAutoscaler routes nothing"
+    assert sorted(e.url for e in endpoints.ready("m")) == ["http://10.0.0.1:9000", "http://10.0.0.2:9000"]
+    assert endpoints.ready("other") == () and endpoints.starting("other") == 1 and endpoints.starting("m") == 1
+    assert [r.name for r in endpoints.autoscalers_of("m")] == ["a", "b"]
