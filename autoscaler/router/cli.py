@@ -83,6 +83,9 @@ def run(args) -> int:
     except TimeoutError as exc:
         print(f"warmscale router: {exc} (does its ServiceAccount have the warmscale-router Role?)", file=sys.stderr)
         return EXIT_API
+    except RuntimeError as exc:   # the HTTP server did not come up
+        print(f"warmscale router: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"warmscale router {router.identity}: serving {namespace}'s models on {router.url}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

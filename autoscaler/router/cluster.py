@@ -49,7 +49,13 @@ class ClusterRouter:
                                    f"within {sync_timeout_s:g} s")
             time.sleep(0.05)
         self.activations.start()
-        self._server.start()
+        try:
+            self._server.start()
+        except Exception:
+            self._server.stop()
+            self.activations.stop()
+            self.endpoints.stop()
+            raise
         return self
 
     def stop(self) -> None:

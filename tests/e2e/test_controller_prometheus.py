@@ -25,9 +25,10 @@ def _status(cluster, namespace: str) -> dict:
 
 def _what_it_saw(cluster, namespace: str, ctl) -> dict:
     status = _status(cluster, namespace)
-    return {"lastDecision": status.get("lastDecision"), "conditions": status.get("conditions"),
-            "ready": status.get("readyReplicas"), "pending": status.get("pendingReplicas"),
-            "errors": ctl.error_messages()[-5:]}
+    return {"lastDecision": status.get("lastDecision"), "recentDecisions": (status.get("recentDecisions") or [])[:6],
+            "conditions": status.get("conditions"), "ready": status.get("readyReplicas"),
+            "pending": status.get("pendingReplicas"), "errors": ctl.error_messages()[-5:],
+            "ticks": ctl.ticks, "leader": ctl.elector.is_leader(), "last_tick_s": ctl.last_tick_s}
 
 
 def test_the_real_engines_queue_through_prometheus_scales_up_and_back_down(installed, gpu_nodes, namespace,
