@@ -11,7 +11,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["PodRef", "PodResolver", "PodIPResolver", "MappingResolver", "TemplateResolver"]
+__all__ = ["PodRef", "PodResolver", "PodIPResolver", "MappingResolver", "TemplateResolver", "check_url_template",
+           "url_host"]
+
+_POD_FIELDS = {"name": "n", "namespace": "ns", "ip": "10.0.0.1"}
+
+
+def url_host(ip: str) -> str:
+    """An IP as the host part of a URL (IPv6 in brackets)."""
+    return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+
+
+def check_url_template(template: str, what: str, fields: Mapping[str, object] = _POD_FIELDS) -> str:
+    """`template` if it can be filled with `fields` and is an http(s) URL; else ValueError naming `what` is wrong."""
+    try:
+        template.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        names = [f"{{{f}}}" for f in fields]
+        raise ValueError(f"{what} {template!r}: only {', '.join(names[:-1])} and {names[-1]} may appear ({exc})") from None
+    if not template.startswith(("http://", "https://")):
+        raise ValueError(f"{what} must start with http:// or https://, got {template!r}")
+    return template
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +66,7 @@ class PodIPResolver:
     def metrics_url(self, pod: PodRef) -> str | None:
         if not pod.ip:
             return None
-        host = f"[{pod.ip}]" if ipaddress.ip_address(pod.ip).version == 6 else pod.ip
-        return f"{self.scheme}://{host}:{self.port}{self.path}"
+        return f"{self.scheme}://{url_host(pod.ip)}:{self.port}{self.path}"
 
 
 @dataclass(frozen=True)
@@ -69,13 +88,7 @@ class TemplateResolver:
     template: str
 
     def __post_init__(self) -> None:
-        try:
-            self.template.format(name="n", namespace="ns", ip="i")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"metrics URL template {self.template!r}: only {{name}}, {{namespace}} and {{ip}} "
-                             f"may appear ({exc})") from None
-        if not self.template.startswith(("http://", "https://")):
-            raise ValueError(f"metrics URL template must start with http:// or https://, got {self.template!r}")
+        check_url_template(self.template, "metrics URL template")
 
     def metrics_url(self, pod: PodRef) -> str | None:
         if "{ip}" in self.template and not pod.ip:

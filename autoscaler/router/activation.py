@@ -54,7 +54,6 @@ class ActivationWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="activation", daemon=True)
-        self.writes = 0
 
     def start(self) -> ActivationWriter:
         self._thread.start()
@@ -99,6 +98,5 @@ class ActivationWriter:
                 self._custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, route.namespace, PLURAL, route.name, body,
                     _content_type="application/merge-patch+json")
-                self.writes += 1
             except Exception as exc:  # noqa: BLE001 - the held request still waits; the tick will see the queue
                 self._on_error(f"activation {route.namespace}/{route.name}", exc)

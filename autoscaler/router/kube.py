@@ -9,7 +9,6 @@ fake pods' traffic to loopback that way).
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from autoscaler.controller.crd import GROUP, PLURAL, VERSION
 from autoscaler.controller.pods import PodIndex, PodInfo, count_fleet, pod_info
 from autoscaler.controller.reflector import Reflector
 from autoscaler.controller.spec import ModelAutoscalerSpec
+from autoscaler.metrics.resolver import check_url_template, url_host
 from autoscaler.router.endpoints import Endpoint
 
 __all__ = ["ClusterEndpoints", "Route", "check_engine_url_template", "engine_url"]
@@ -44,14 +44,7 @@ class Route:
 
 def check_engine_url_template(template: str) -> str:
     """`template` if it can work; else ValueError naming what is wrong."""
-    try:
-        template.format(**_FIELDS)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"engine URL template {template!r}: only {{name}}, {{namespace}}, {{ip}} and {{port}} "
-                         f"may be used ({exc})") from None
-    if not template.startswith(("http://", "https://")):
-        raise ValueError(f"engine URL template must start with http:// or https://, got {template!r}")
-    return template
+    return check_url_template(template, "engine URL template", _FIELDS)
 
 
 def engine_url(pod: PodInfo, port: int, template: str | None = None) -> str | None:
@@ -62,8 +55,7 @@ def engine_url(pod: PodInfo, port: int, template: str | None = None) -> str | No
         return template.format(name=pod.name, namespace=pod.namespace, ip=pod.ip or "", port=port).rstrip("/")
     if not pod.ip:
         return None
-    host = f"[{pod.ip}]" if ipaddress.ip_address(pod.ip).version == 6 else pod.ip
-    return f"http://{host}:{port}"
+    return f"http://{url_host(pod.ip)}:{port}"
 
 
 def _route(obj: dict) -> Route | None:
