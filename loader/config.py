@@ -61,6 +61,13 @@ class LoaderConfig(BaseModel):
     map_local_files: bool = Field(
         True, description="CPU target, local file: map it copy-on-write instead of reading (as load_file does)"
     )
+    # The kernel reads a mapped file ahead one stream at a time (about 0.4-0.9 GB/s from this VM's disk);
+    # advising a window ahead keeps several reads in flight (about 1.5 GB/s, bench/results/coldstart_ladder.md).
+    local_readahead_bytes: int = Field(
+        64 * MiB, ge=0,
+        description="mapped local files: have the kernel read this far ahead of the tensor being handed out "
+        "(page cache, not counted in memory_limit_bytes; 0: the kernel's own readahead only)",
+    )
     max_attempts: int = Field(6, ge=1, le=50, description="tries per range before the load fails")
     backoff_base_s: float = Field(0.05, gt=0, description="first retry delay; doubles each try, full jitter")
     backoff_max_s: float = Field(2.0, gt=0, description="largest retry delay")

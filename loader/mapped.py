@@ -3,8 +3,11 @@
 When both the source and the target are host memory, copying is pure cost: the bytes already sit
 in the page cache. Like ``safetensors.load_file`` we map each file copy-on-write (private
 writes never reach the file) and hand out views; the kernel reads ahead on first touch when the
-file is cold. The size and version tag are checked against the header read, and SHA-256 (when
-asked for) is computed over the mapping before any tensor of the file is handed over.
+file is cold. The kernel's own readahead is one stream, so a window ahead of the tensor being
+handed out is advised (``MADV_WILLNEED``) to keep several reads in flight; the advice is a syscall
+on the consumer's thread, not a thread of its own. The size and version tag are checked against the
+header read, and SHA-256 (when asked for) is computed over the mapping before any tensor of the
+file is handed over.
 """
 
 from __future__ import annotations
@@ -23,7 +26,44 @@ from loader.errors import IntegrityError, ObjectChangedError
 from loader.sources.local import local_etag
 
 
-def stream_mapped(checkpoint: Checkpoint, root: Path, verify_sha256: bool) -> Iterator[tuple[int, str, torch.Tensor]]:
+ADVICE_STEP = 8 * 1024 * 1024  # bytes per MADV_WILLNEED call: the kernel queues each call's reads at once
+
+
+class Readahead:
+    """Keeps the kernel reading a mapping up to ``window`` bytes past where the consumer has got to."""
+
+    def __init__(self, mapped: mmap.mmap, window: int) -> None:
+        self._mapped = mapped
+        self._window = window if hasattr(mmap, "MADV_WILLNEED") else 0
+        self._advised = 0
+
+    def reach(self, end: int) -> None:
+        """The consumer is about to read up to ``end``: advise through ``end + window``."""
+        if not self._window:
+            return
+        target = min(len(self._mapped), end + self._window)
+        while self._advised < target:
+            length = min(ADVICE_STEP, len(self._mapped) - self._advised)
+            self._mapped.madvise(mmap.MADV_WILLNEED, self._advised, length)
+            self._advised += length
+
+
+def _sha256(mapped: mmap.mmap, readahead: Readahead) -> str:
+    digest = hashlib.sha256()
+    view = memoryview(mapped)
+    try:
+        for start in range(0, len(mapped), ADVICE_STEP):
+            end = min(start + ADVICE_STEP, len(mapped))
+            readahead.reach(end)
+            digest.update(view[start:end])
+    finally:
+        view.release()
+    return digest.hexdigest()
+
+
+def stream_mapped(
+    checkpoint: Checkpoint, root: Path, verify_sha256: bool, readahead_bytes: int = 0
+) -> Iterator[tuple[int, str, torch.Tensor]]:
     """Yield ``(nbytes, name, tensor)`` for every tensor of a local checkpoint, as views of mappings."""
     for shard in checkpoint.shards:
         path = root / shard.name
@@ -34,12 +74,14 @@ def stream_mapped(checkpoint: Checkpoint, root: Path, verify_sha256: bool) -> It
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if st.st_size else None
         if mapped is None:
             continue
+        readahead = Readahead(mapped, readahead_bytes)
         if verify_sha256 and shard.sha256:
-            digest = hashlib.sha256(mapped).hexdigest()
+            digest = _sha256(mapped, readahead)
             if digest != shard.sha256:
                 raise IntegrityError(str(path), f"SHA-256 {digest} does not match the expected {shard.sha256}")
         buffer = torch.frombuffer(mapped, dtype=torch.uint8)
         for spec in shard.header.tensors:
+            readahead.reach(spec.end)
             raw = buffer[spec.begin:spec.end]
             if spec.begin % TORCH_DTYPES[spec.dtype].itemsize:
                 raw = raw.clone()  # a misaligned offset cannot be viewed as a wider dtype

@@ -132,7 +132,9 @@ def _stream(
         checkpoint.source, LocalSource
     ):
         report.mapped = True
-        for nbytes, name, tensor in stream_mapped(checkpoint, Path(checkpoint.source.root), config.verify_sha256):
+        for nbytes, name, tensor in stream_mapped(
+            checkpoint, Path(checkpoint.source.root), config.verify_sha256, config.local_readahead_bytes
+        ):
             report.tensors += 1
             report.bytes += nbytes
             if report.first_tensor_s is None:
