@@ -66,11 +66,12 @@ def write(out: dict) -> None:
     arms = out["arms"]
     lines = [
         "# Reading a staged checkpoint from the node's disk (bench/pool_read.py)", "",
-        f"{out['checkpoint_gb']} GB (BF16) in {out['shards']} shards on {out['machine']}; page cache dropped before each "
-        f"run; `warmscale-loader pull DIR --json`, every page touched; {out['runs']} runs per arm, interleaved; "
+        f"{out['checkpoint_gb']} GB (BF16) in {out['shards']} shards on {out['machine']}; page cache dropped before "
+        f"each run; `warmscale-loader pull DIR --json`, every page touched; {out['runs']} runs per arm, interleaved; "
         "medians with [min-max].", "",
         "| arm | seconds | GB/s |", "|---|---|---|",
-        *[f"| {name} | {a['median_s']} [{a['min_s']}-{a['max_s']}] | {a['median_gb_per_s']} |" for name, a in arms.items()],
+        *[f"| {name} | {a['median_s']} [{a['min_s']}-{a['max_s']}] | {a['median_gb_per_s']} |"
+          for name, a in arms.items()],
         "", f"Ratio (kernel only / advised window, median seconds): **{out['ratio']}x** "
         f"(window {out['window_bytes'] // (1 << 20)} MiB).", "",
     ]
