@@ -61,8 +61,8 @@ class LoaderConfig(BaseModel):
     map_local_files: bool = Field(
         True, description="CPU target, local file: map it copy-on-write instead of reading (as load_file does)"
     )
-    # The kernel reads a mapped file ahead one stream at a time (about 0.4-0.9 GB/s from this VM's disk);
-    # advising a window ahead keeps several reads in flight (about 1.5 GB/s, bench/results/coldstart_ladder.md).
+    # The kernel reads a mapped file ahead one stream at a time; advising a window ahead keeps several reads in
+    # flight: a cold 1.98 GB checkpoint from this VM's disk at 1.80 GB/s against 0.61 (bench/results/pool_read.md).
     local_readahead_bytes: int = Field(
         64 * MiB, ge=0,
         description="mapped local files: have the kernel read this far ahead of the tensor being handed out "

@@ -44,7 +44,11 @@ class Readahead:
         target = min(len(self._mapped), end + self._window)
         while self._advised < target:
             length = min(ADVICE_STEP, len(self._mapped) - self._advised)
-            self._mapped.madvise(mmap.MADV_WILLNEED, self._advised, length)
+            try:
+                self._mapped.madvise(mmap.MADV_WILLNEED, self._advised, length)
+            except OSError:  # advice only: a filesystem that refuses it is read on first touch, as before
+                self._window = 0
+                return
             self._advised += length
 
 

@@ -57,6 +57,22 @@ def test_a_zero_window_leaves_readahead_to_the_kernel(tmp_path: Path) -> None:
     mapped.close()
 
 
+def test_advice_the_filesystem_refuses_turns_readahead_off_and_the_load_goes_on(tmp_path: Path) -> None:
+    mapped = recording_map(tmp_path, 3 * ADVICE_STEP)
+    readahead = Readahead(mapped, window=ADVICE_STEP)
+    refusals = []
+
+    def refuse(option: int, start: int = 0, length: int = 0) -> None:
+        refusals.append(start)
+        raise OSError(22, "Invalid argument")
+
+    mapped.madvise = refuse  # type: ignore[method-assign]
+    readahead.reach(0)
+    readahead.reach(2 * ADVICE_STEP)
+    assert refusals == [0]
+    mapped.close()
+
+
 @pytest.mark.parametrize("window", [0, 64 * 1024, 64 * 1024 * 1024])
 def test_a_mapped_load_is_the_same_with_any_window(tmp_path: Path, window: int) -> None:
     make_checkpoint(tmp_path, CheckpointSpec(total_bytes=3_000_000, shards=2, hidden=64, sha256_sidecars=True))
