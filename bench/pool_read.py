@@ -5,7 +5,7 @@
 A warm-pool copy (or any local directory) is mapped, not read (loader/mapped.py), so its bytes come
 from disk when the consumer first touches them. The kernel reads a mapping ahead one stream at a
 time; the loader also advises a window ahead of the tensor it hands out (`local_readahead_bytes`).
-Each run drops the checkpoint's page cache (posix_fadvise DONTNEED), then runs `warmscale-loader
+Each run drops the checkpoint's page cache (bench/loader.py's posix_fadvise DONTNEED), then runs `warmscale-loader
 pull DIR --json` as a user would (its consumer touches every page), with the window at its default
 and at 0 (the kernel alone), interleaved run by run. Writes bench/results/pool_read.{json,md}.
 """
@@ -26,27 +26,18 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
 WORK = RESULTS / "tmp" / "pool_read"
 
-from bench.coldstart import build_checkpoint  # noqa: E402
+from bench.coldstart import build_checkpoint, load_bench_loader  # noqa: E402
 from loader.cli import parse_size  # noqa: E402
 from loader.config import LoaderConfig  # noqa: E402
 
 ARMS = {"advised window (default)": None, "kernel readahead only (0)": 0}
 
 
-def drop_page_cache(directory: Path) -> None:
-    for path in directory.glob("*.safetensors"):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
 def pull_seconds(directory: Path, window: int | None) -> float:
     env = dict(os.environ)
     if window is not None:
         env["WARMSCALE_LOADER_LOCAL_READAHEAD_BYTES"] = str(window)
-    drop_page_cache(directory)
+    load_bench_loader().drop_page_cache(sorted(directory.glob("*.safetensors")))
     done = subprocess.run([sys.executable, "-m", "loader.cli", "pull", str(directory), "--json"], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout)

@@ -62,7 +62,7 @@ class LoaderConfig(BaseModel):
         True, description="CPU target, local file: map it copy-on-write instead of reading (as load_file does)"
     )
     # The kernel reads a mapped file ahead one stream at a time; advising a window ahead keeps several reads in
-    # flight: a cold 1.98 GB checkpoint from this VM's disk at 1.80 GB/s against 0.61 (bench/results/pool_read.md).
+    # flight: a cold 1.98 GB checkpoint from this VM's disk at 1.32 GB/s against 0.64 (bench/results/pool_read.md).
     local_readahead_bytes: int = Field(
         64 * MiB, ge=0,
         description="mapped local files: have the kernel read this far ahead of the tensor being handed out "
